@@ -1,0 +1,3 @@
+from pgvigil.cli import main
+
+raise SystemExit(main())

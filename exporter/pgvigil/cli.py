@@ -1,0 +1,104 @@
+"""The `pgvigil` command: one subcommand per job, each in its own module.
+
+A module named in COMMANDS provides `configure(parser)` and `run(args) -> exit code`.
+Exit codes: 0 fine, 1 the work failed, 2 bad input (flags, config, DSN), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from pgvigil import __version__, logs
+from pgvigil.config import ConfigError
+from pgvigil.db import DsnError
+from pgvigil.redact import scrub
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("pgvigil.serve", "run the Prometheus exporter (/metrics on :9839)"),
+    "demo": ("pgvigil.demo", "run everything on an embedded demo database, no set-up"),
+    "sidecar": ("pgvigil.sidecar.main", "run the maintenance schedule (/metrics on :9840)"),
+    "run-job": ("pgvigil.sidecar.run_job", "run one maintenance job now"),
+    "alerts": ("pgvigil.alerts", "list, acknowledge (silence) and unacknowledge alerts"),
+    "status": ("pgvigil.status", "one-screen health summary from Prometheus"),
+    "rules": ("pgvigil.rules", "render and check the Prometheus rules from their thresholds"),
+}
+
+EPILOG = """\
+examples:
+  pgvigil demo                                   everything on an embedded database
+  DATA_SOURCE_NAME=postgresql://pgvigil@db:5432/chat pgvigil serve
+  pgvigil serve --config.file pgvigil.yml --check-config
+  pgvigil <command> --help                       the options of one command
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgvigil",
+        description="Keeps an application's PostgreSQL database healthy.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pgvigil {__version__}")
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log (default: info)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name and not module_name.startswith(f"{e.name}."):
+                raise
+            cmd.set_defaults(run=_unavailable(name))
+            continue
+        module.configure(cmd)
+        cmd.set_defaults(run=module.run)
+    return parser
+
+
+def _unavailable(name: str):  # type: ignore[no-untyped-def]
+    def run(_args: argparse.Namespace) -> int:
+        print(f"pgvigil: '{name}' is not part of this build yet", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    logs.setup(args.log_level)
+    try:
+        return int(args.run(args) or 0)
+    except ConfigError as e:
+        print("pgvigil: the configuration has problems:", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {scrub(problem)}", file=sys.stderr)
+        return 2
+    except DsnError as e:
+        print(f"pgvigil: {scrub(str(e))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # the last line of defence: one clear line, no traceback
+        logging.getLogger("pgvigil").debug("unexpected error", exc_info=True)
+        print(f"pgvigil: {type(e).__name__}: {scrub(str(e))}", file=sys.stderr)
+        return 1

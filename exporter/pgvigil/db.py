@@ -1,0 +1,144 @@
+"""Connections to the watched database: one small SQLAlchemy pool plus a probe.
+
+Every session carries `statement_timeout` and `lock_timeout` (and, for the exporter,
+`default_transaction_read_only`), set as startup options so they hold from the first query.
+The pool is tiny on purpose: the exporter must never hold more than a couple of connections
+however many scrapes arrive; scrapes are serialised before they reach it (see `scrape.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import QueuePool
+
+from pgvigil import redact
+from pgvigil.config import Config, ConnectionConfig
+
+
+class DsnError(Exception):
+    """The connection settings cannot be used (message is safe to show)."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_seconds: int = 3
+    statement_seconds: float = 5.0
+    lock_seconds: float = 1.0
+
+    @classmethod
+    def from_config(cls, c: ConnectionConfig) -> Timeouts:
+        return cls(c.connect_timeout_seconds, c.statement_timeout_seconds, c.lock_timeout_seconds)
+
+
+def resolve_conninfo(
+    config: ConnectionConfig, environ: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """Work out the connection parameters from the environment and the config.
+
+    DATA_SOURCE_NAME beats `connection.dsn`; the password comes from the DSN, or from
+    DATA_SOURCE_PASS_FILE / `connection.password_file`, or DATA_SOURCE_PASS. Every password
+    found is registered with `redact` before anything can print it.
+    """
+    dsn = environ.get("DATA_SOURCE_NAME") or config.dsn
+    if not dsn:
+        raise DsnError(
+            "no database given: set DATA_SOURCE_NAME or connection.dsn in the config file "
+            "(or try `pgvigil demo`, which brings its own database)"
+        )
+    redact.register_secret(redact.password_in_dsn(dsn))
+    try:
+        params: dict[str, Any] = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as e:
+        raise DsnError(f"the DSN cannot be parsed: {redact.scrub(str(e))}") from None
+    redact.register_secret(params.get("password"))
+
+    pass_file = environ.get("DATA_SOURCE_PASS_FILE") or config.password_file
+    if pass_file:
+        try:
+            password = Path(pass_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise DsnError(f"cannot read the password file {pass_file}: {e.strerror}") from None
+        if not password:
+            raise DsnError(f"the password file {pass_file} is empty")
+        params["password"] = password
+    elif environ.get("DATA_SOURCE_PASS"):
+        params["password"] = environ["DATA_SOURCE_PASS"]
+    redact.register_secret(params.get("password"))
+    return params
+
+
+def describe(params: Mapping[str, Any]) -> str:
+    """A printable description of a connection: never includes the password."""
+    keys = ("host", "port", "dbname", "user")
+    return " ".join(f"{k}={params[k]}" for k in keys if params.get(k))
+
+
+class Database:
+    """The watched database: a pool for collectors and a fresh-connection probe."""
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        timeouts: Timeouts = Timeouts(),
+        *,
+        read_only: bool = True,
+        application_name: str = "pgvigil",
+        pool_size: int = 1,
+        max_overflow: int = 1,
+    ):
+        self.params = dict(params)
+        self.timeouts = timeouts
+        self.name = str(params.get("dbname") or params.get("user") or "postgres")
+        options = [
+            f"-c statement_timeout={int(timeouts.statement_seconds * 1000)}",
+            f"-c lock_timeout={int(timeouts.lock_seconds * 1000)}",
+        ]
+        if read_only:
+            options.append("-c default_transaction_read_only=on")
+        self._connect_kwargs = {
+            **self.params,
+            "connect_timeout": timeouts.connect_seconds,
+            "application_name": application_name,
+            "options": " ".join(filter(None, [self.params.get("options"), *options])),
+        }
+        self.engine: Engine = create_engine(
+            "postgresql+psycopg://",
+            creator=self.connect,
+            poolclass=QueuePool,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=timeouts.connect_seconds + timeouts.statement_seconds,
+            pool_pre_ping=True,
+            pool_recycle=600,
+        )
+
+    @classmethod
+    def from_config(cls, config: Config, **kwargs: Any) -> Database:
+        params = resolve_conninfo(config.connection)
+        return cls(params, Timeouts.from_config(config.connection), **kwargs)
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new raw connection with the session settings (used by the pool and the probe)."""
+        return psycopg.connect(**self._connect_kwargs)
+
+    def probe(self) -> float:
+        """Seconds to open a new connection and answer `SELECT 1`; raises when unreachable."""
+        start = time.perf_counter()
+        with self.connect() as conn:
+            conn.execute("SELECT 1").fetchone()
+        return time.perf_counter() - start
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({describe(self.params)})"

@@ -1,0 +1,124 @@
+"""`pgvigil serve`: the exporter."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from pgvigil import config as config_module
+from pgvigil import db as db_module
+from pgvigil import web
+from pgvigil.config import COLLECTOR_NAMES, Config
+from pgvigil.scrape import Scrape, make_registry, renderer
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "The database comes from DATA_SOURCE_NAME (URL or key=value DSN), else from\n"
+        "connection.dsn in the config file; the password may come from DATA_SOURCE_PASS_FILE.\n"
+        "example:\n"
+        "  DATA_SOURCE_NAME='postgresql://pgvigil@127.0.0.1:5432/chat' pgvigil serve"
+    )
+    parser.add_argument("--config.file", dest="config_file", type=Path, help="YAML config file")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the config (and DSN) and exit"
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        help="HOST:PORT to listen on (default 127.0.0.1:9839; ':9839' for all interfaces)",
+    )
+    parser.add_argument(
+        "--web.telemetry-path", dest="telemetry_path", help="path of the metrics (default /metrics)"
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        help="TLS and basic auth settings (exporter-toolkit format)",
+    )
+    for name in COLLECTOR_NAMES:
+        parser.add_argument(
+            f"--collector.{name}",
+            dest=f"collector_{name}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"enable the {name} collector (default: on)",
+        )
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file merged with the command-line flags (flags win)."""
+    config = config_module.load(args.config_file)
+    web_overrides: dict[str, Any] = {}
+    if args.listen_address:
+        web_overrides["listen_address"] = args.listen_address
+    if args.telemetry_path:
+        web_overrides["telemetry_path"] = args.telemetry_path
+    if args.web_config_file:
+        web_overrides["config_file"] = args.web_config_file
+    collectors = dict(config.collectors)
+    for name in COLLECTOR_NAMES:
+        flag = getattr(args, f"collector_{name}")
+        if flag is not None:
+            collectors[name] = flag
+    data = config.model_dump(by_alias=True)
+    data["web"].update(web_overrides)
+    data["collectors"] = collectors
+    return config_module.validate(data, source="command line")
+
+
+def build_routes(scrape: Scrape, telemetry_path: str) -> dict[str, web.Handler]:
+    render = renderer(make_registry(scrape))
+    return {
+        "/": web.landing_page(
+            "pgvigil exporter", {telemetry_path: "Metrics", "/healthz": "Health"}
+        ),
+        telemetry_path: lambda _q: web.Response(200, CONTENT_TYPE_LATEST, render()),
+        "/healthz": lambda _q: web.Response.text("ok\n"),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    params = db_module.resolve_conninfo(config.connection)
+    if args.check_config:
+        print(f"config OK; database: {db_module.describe(params)}")
+        return 0
+    database = db_module.Database(params, db_module.Timeouts.from_config(config.connection))
+    scrape = Scrape.for_config(database, config)
+    server = web.make_server(
+        config.web.listen_address,
+        build_routes(scrape, config.web.telemetry_path),
+        config.web.config_file,
+    )
+    log.info(
+        "pgvigil exporter listening on %s%s for %s (collectors: %s)",
+        config.web.listen_address,
+        config.web.telemetry_path,
+        db_module.describe(params),
+        ", ".join(c.name for c in scrape.collectors),
+    )
+    serve_until_signal(server)
+    database.dispose()
+    return 0
+
+
+def serve_until_signal(server: web.Server) -> None:
+    """Serve until SIGTERM or Ctrl-C, then close the socket."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    web.serve_in_thread(server)
+    stop.wait()
+    log.info("shutting down")
+    server.shutdown()
+    server.server_close()
