@@ -10,7 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pgvigil import __version__, logs
 from pgvigil.config import ConfigError
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _unavailable(name: str):  # type: ignore[no-untyped-def]
+def _unavailable(name: str) -> Callable[[argparse.Namespace], int]:
     def run(_args: argparse.Namespace) -> int:
         print(f"pgvigil: '{name}' is not part of this build yet", file=sys.stderr)
         return 2

@@ -9,18 +9,17 @@ their own modules and joined here.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+
+from pgvigil.configtypes import Identifier, Seconds, Strict
 
 COLLECTOR_NAMES = ("server", "size", "growth", "cache", "disk")
-"""Collectors that `--collector.NAME` toggles (the latency probe always runs: it decides pgvigil_up)."""
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+# Collectors that `--collector.NAME` toggles; the latency probe always runs (it decides pgvigil_up).
 
 
 class ConfigError(Exception):
@@ -31,15 +30,7 @@ class ConfigError(Exception):
         self.problems = list(problems)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-Identifier = Annotated[str, Field(min_length=1, max_length=63, pattern=_IDENTIFIER.pattern)]
-Seconds = Annotated[float, Field(gt=0, le=3600)]
-
-
-class ConnectionConfig(_Strict):
+class ConnectionConfig(Strict):
     dsn: str | None = Field(
         None, description="URL or key=value DSN; DATA_SOURCE_NAME in the environment wins."
     )
@@ -56,7 +47,7 @@ class ConnectionConfig(_Strict):
     )
 
 
-class ApplicationTable(_Strict):
+class ApplicationTable(Strict):
     name: Identifier
     schema_: Identifier = Field("public", alias="schema")
     timestamp_column: Identifier = "created_at"
@@ -68,19 +59,19 @@ class ApplicationTable(_Strict):
         return f"{self.schema_}.{self.name}"
 
 
-class TablesConfig(_Strict):
+class TablesConfig(Strict):
     top_n: Annotated[int, Field(ge=0, le=1000)] = Field(
         20, description="Per-table series for the N largest tables (+ `__other__`)."
     )
 
 
-class CacheConfig(_Strict):
+class CacheConfig(Strict):
     application_ttl_seconds: Seconds = Field(
         300, description="How long expensive per-application-table figures are reused."
     )
 
 
-class WebConfig(_Strict):
+class WebConfig(Strict):
     listen_address: str = "127.0.0.1:9839"
     telemetry_path: str = "/metrics"
     config_file: Path | None = None
@@ -99,7 +90,7 @@ class WebConfig(_Strict):
         return v
 
 
-class Config(_Strict):
+class Config(Strict):
     connection: ConnectionConfig = Field(default_factory=ConnectionConfig)
     application_tables: list[ApplicationTable] = Field(
         default_factory=lambda: [
@@ -161,7 +152,9 @@ def load(path: str | os.PathLike[str] | None) -> Config:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError([f"{path}:{_yaml_place(e)}: not valid YAML: {_yaml_problem(e)}"]) from None
+        raise ConfigError(
+            [f"{path}:{_yaml_place(e)}: not valid YAML: {_yaml_problem(e)}"]
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

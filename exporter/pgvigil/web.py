@@ -92,7 +92,7 @@ def make_server(
     server = Server((host, port), _RequestHandler)
     server.routes = routes
     if web_config_file is not None:
-        from pgvigil import webconfig
+        from pgvigil import webconfig  # type: ignore[attr-defined,unused-ignore]
 
         webconfig.apply(server, web_config_file)
     return server

@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -33,7 +34,7 @@ DATA_DIRECTORY_SQL = "SELECT current_setting('data_directory', true) AS path"
 class DiskCollector(Collector):
     name = "disk"
 
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._warned = False
 

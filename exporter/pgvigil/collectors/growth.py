@@ -1,7 +1,7 @@
 """Table growth: inserts, size and live rows for the largest and the application tables,
 and rows of the last 24 hours for each application table.
 
-    # HELP pgvigil_table_rows_inserted_total Rows inserted into the table (pg_stat_user_tables.n_tup_ins). ...
+    # HELP pgvigil_table_rows_inserted_total Rows inserted into the table ...
     # TYPE pgvigil_table_rows_inserted_total counter
     pgvigil_table_rows_inserted_total{schema="public",table="messages"} 120431.0
     pgvigil_table_rows_inserted_total{schema="__other__",table="__other__"} 5120.0

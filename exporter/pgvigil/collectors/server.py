@@ -1,8 +1,8 @@
 """Facts about the server itself: version, start time, and whether it is a replica.
 
-    pgvigil_server_version_num 150020.0
-    pgvigil_postmaster_start_time_seconds 1.7645e+09
-    pgvigil_in_recovery 0.0
+pgvigil_server_version_num 150020.0
+pgvigil_postmaster_start_time_seconds 1.7645e+09
+pgvigil_in_recovery 0.0
 """
 
 from __future__ import annotations

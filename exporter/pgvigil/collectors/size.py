@@ -1,8 +1,8 @@
 """Database sizes, as `pg_database_size` reports them.
 
-    # HELP pgvigil_database_size_bytes Disk space used by the database (pg_database_size).
-    # TYPE pgvigil_database_size_bytes gauge
-    pgvigil_database_size_bytes{datname="chat"} 8.9e+07
+# HELP pgvigil_database_size_bytes Disk space used by the database (pg_database_size).
+# TYPE pgvigil_database_size_bytes gauge
+pgvigil_database_size_bytes{datname="chat"} 8.9e+07
 """
 
 from __future__ import annotations

@@ -1,0 +1,130 @@
+"""`pgvigil demo`: pgvigil on an embedded PostgreSQL with a chat platform's data, no set-up.
+
+It starts PostgreSQL 16 from the `pgserver` wheel in a temporary directory (socket only, no
+TCP port), creates the model schema with some weeks of history, keeps inserting messages at a
+steady rate, and serves the exporter. Ctrl-C stops everything and removes the directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from pgvigil import config as config_module
+from pgvigil import db as db_module
+from pgvigil import demodata, web
+from pgvigil.scrape import Scrape
+from pgvigil.serve import build_routes, serve_until_signal
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default="127.0.0.1:9839",
+        help="where the exporter listens (default 127.0.0.1:9839)",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=5.0, help="messages inserted per second (default 5)"
+    )
+    parser.add_argument(
+        "--history-days", type=int, default=28, help="days of message history (default 28)"
+    )
+    parser.add_argument(
+        "--history-rows", type=int, default=50_000, help="messages of history (default 50000)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep the embedded database here (default: a temporary directory, removed on exit)",
+    )
+
+
+def start_embedded(data_dir: Path | None) -> tuple[Any, dict[str, Any], Path]:
+    # pgserver asks platformdirs for a runtime dir; the fallback it warns about is fine here.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    try:
+        import pgserver
+    except ImportError:
+        raise SystemExit(
+            "pgvigil demo needs the embedded PostgreSQL: pip install 'pgvigil[demo]'"
+        ) from None
+    keep = data_dir is not None
+    path = data_dir or Path(tempfile.mkdtemp(prefix="pgvigil-demo-"))
+    path.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(path, cleanup_mode="stop" if keep else "delete")
+    socket_dir = server.get_uri().split("host=")[-1]
+    return server, {"host": socket_dir, "user": "postgres", "dbname": "chat"}, path
+
+
+def prepare_database(params: dict[str, Any], days: int, rows: int) -> int:
+    """Create the chat database once; returns how many messages it holds."""
+    admin = {**params, "dbname": "postgres"}
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'chat'").fetchone():
+            conn.execute("CREATE DATABASE chat")
+    with psycopg.connect(**params, autocommit=True) as conn:
+        demodata.create_schema(conn)
+        row = conn.execute("SELECT count(*) FROM messages").fetchone()
+        if row and row[0] == 0:
+            print(f"creating {rows:,} messages over {days} days of history ...", flush=True)
+            demodata.insert_history(conn, days=days, rows=rows)
+        row = conn.execute("SELECT count(*) FROM messages").fetchone()
+        return int(row[0]) if row else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    print("starting an embedded PostgreSQL ...", flush=True)
+    server, params, path = start_embedded(args.data_dir)
+    inserter = None
+    database = None
+    try:
+        count = prepare_database(params, args.history_days, args.history_rows)
+        config = config_module.validate(
+            {
+                "connection": {"data_directory": str(path)},
+                "web": {"listen_address": args.listen_address},
+            },
+            source="demo",
+        )
+        database = db_module.Database(params, db_module.Timeouts.from_config(config.connection))
+        http = web.make_server(
+            args.listen_address, build_routes(Scrape.for_config(database, config), "/metrics")
+        )
+        inserter = demodata.SteadyInserter(params, args.rate)
+        inserter.start()
+        host, port = http.server_address[:2]
+        url = f"http://{host!s}:{port}"
+        dsn = f"host={params['host']} dbname=chat user=postgres"
+        print(
+            f"""
+pgvigil demo is running
+  database  embedded PostgreSQL 16, database "chat": {count:,} messages, +{args.rate:g}/s
+            psql '{dsn}'
+  exporter  {url}/metrics
+
+try:
+  curl -s {url}/metrics | grep -v '^#'
+  psql '{dsn}' -c 'SELECT provider, count(*) FROM messages GROUP BY 1'
+
+Ctrl-C stops everything{"" if args.data_dir else " and removes the demo database"}.""",
+            flush=True,
+        )
+        serve_until_signal(http)
+    finally:
+        if inserter is not None:
+            inserter.stop()
+        if database is not None:
+            database.dispose()
+        server.cleanup()
+        print("demo stopped", file=sys.stderr)
+    return 0
