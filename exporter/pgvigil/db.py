@@ -60,6 +60,9 @@ def resolve_conninfo(
     except psycopg.ProgrammingError as e:
         raise DsnError(f"the DSN cannot be parsed: {redact.scrub(str(e))}") from None
     redact.register_secret(params.get("password"))
+    port = str(params.get("port", ""))
+    if port and not all(p.strip().isdigit() for p in port.split(",")):
+        raise DsnError(f"the DSN's port is not a number: {redact.scrub(port)!r}")
 
     pass_file = environ.get("DATA_SOURCE_PASS_FILE") or config.password_file
     if pass_file:

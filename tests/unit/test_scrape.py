@@ -1,0 +1,117 @@
+"""The scrape wrapper: failure isolation and single flight, with stand-in collectors (no
+database is involved at this level; integration tests cover the real one)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from pgvigil.collectors.base import Collector, TTLCache
+from pgvigil.config import Config
+from pgvigil.scrape import Scrape, SingleFlight, make_registry
+
+
+class StandInDb:
+    def __init__(self, reachable: bool = True):
+        self.reachable = reachable
+
+    def probe(self) -> float:
+        if not self.reachable:
+            raise ConnectionError("connection refused")
+        return 0.25
+
+
+class Answers(Collector):
+    name = "answers"
+    calls = 0
+
+    def collect(self) -> Iterable[Metric]:
+        type(self).calls += 1
+        return [GaugeMetricFamily("pgvigil_answer", "A fixed answer.", value=42)]
+
+
+class Breaks(Collector):
+    name = "breaks"
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("pgvigil_half_built", "Never reaches the page.", value=1)
+        raise TimeoutError("canceling statement due to statement timeout")
+
+
+def registry(db: Any, *collectors: type[Collector]) -> Any:
+    from pgvigil.collectors import LatencyCollector
+
+    cfg = Config()
+    scrape = Scrape(db, [c(db, cfg) for c in collectors], LatencyCollector(db, cfg))
+    return make_registry(scrape)
+
+
+def test_a_failing_collector_reports_zero_and_the_others_still_answer() -> None:
+    reg = registry(StandInDb(), Breaks, Answers)
+    assert reg.get_sample_value("pgvigil_up") == 1
+    assert reg.get_sample_value("pgvigil_connection_latency_seconds") == 0.25
+    assert reg.get_sample_value("pgvigil_collector_success", {"collector": "breaks"}) == 0
+    assert reg.get_sample_value("pgvigil_collector_success", {"collector": "answers"}) == 1
+    assert reg.get_sample_value("pgvigil_collector_success", {"collector": "latency"}) == 1
+    assert reg.get_sample_value("pgvigil_answer") == 42
+    # what the failing collector yielded before it broke is dropped, not half-reported
+    assert reg.get_sample_value("pgvigil_half_built") is None
+    assert reg.get_sample_value("pgvigil_collector_duration_seconds", {"collector": "breaks"}) >= 0
+
+
+def test_an_unreachable_database_is_up_zero_and_nothing_else_is_tried() -> None:
+    Answers.calls = 0
+    reg = registry(StandInDb(reachable=False), Answers)
+    assert reg.get_sample_value("pgvigil_up") == 0
+    assert reg.get_sample_value("pgvigil_connection_latency_seconds") is None
+    assert reg.get_sample_value("pgvigil_collector_success", {"collector": "answers"}) == 0
+    assert Answers.calls == 0
+
+
+def test_a_failure_is_logged_once_per_streak(caplog: pytest.LogCaptureFixture) -> None:
+    reg = registry(StandInDb(), Breaks)
+    for _ in range(3):
+        reg.get_sample_value("pgvigil_collector_success", {"collector": "breaks"})
+    warnings = [r for r in caplog.records if "collector breaks failed" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_single_flight_shares_one_render_among_concurrent_callers() -> None:
+    renders = 0
+    gate = threading.Event()
+
+    def render() -> bytes:
+        nonlocal renders
+        renders += 1
+        gate.wait(1)
+        return b"page %d" % renders
+
+    flight = SingleFlight(render)
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda: results.append(flight())) for _ in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    gate.set()
+    for t in threads:
+        t.join()
+    assert len(results) == 20
+    # the first render was in flight when the others arrived: one more serves them all
+    assert renders == 2
+    assert set(results[1:]) <= {b"page 1", b"page 2"}
+
+
+def test_ttl_cache_reuses_until_it_expires() -> None:
+    now = [0.0]
+    cache = TTLCache[int](10, clock=lambda: now[0])
+    computed = iter(range(100))
+    assert cache.get(lambda: next(computed)) == 0
+    now[0] = 9.9
+    assert cache.get(lambda: next(computed)) == 0
+    now[0] = 10.0
+    assert cache.get(lambda: next(computed)) == 1
