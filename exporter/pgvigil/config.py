@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from pgvigil.configtypes import Identifier, Seconds, Strict
+from pgvigil.sidecar.settings import SidecarConfig
 
 COLLECTOR_NAMES = ("server", "size", "growth", "cache", "disk")
 # Collectors that `--collector.NAME` toggles; the latency probe always runs (it decides pgvigil_up).
@@ -102,7 +103,7 @@ class Config(Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     # Sections read by other parts of pgvigil; validated by their own models when those load.
-    sidecar: dict[str, Any] = Field(default_factory=dict)
+    sidecar: SidecarConfig = Field(default_factory=SidecarConfig)
     queries: list[dict[str, Any]] = Field(default_factory=list)
     targets: dict[str, Any] = Field(default_factory=dict)
 
