@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,11 +44,41 @@ class Server(ThreadingHTTPServer):
     routes: Mapping[str, Handler]
     # Set by webconfig: returns None when authorised, else a 401 response.
     authorize: Callable[[str | None], Response | None] | None = None
+    # Set by webconfig when TLS is on. The handshake happens in the request's own thread
+    # (finish_request), so a client that connects and stays silent never blocks accept().
+    tls_context: ssl.SSLContext | None = None
+    extra_headers: Mapping[str, str] | None = None
+
+    def finish_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        if self.tls_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(_RequestHandler.timeout)
+        try:
+            first = request.recv(1, socket.MSG_PEEK)
+            if first and first.isalpha():  # plain HTTP sent to the TLS port: say so, close
+                request.sendall(_PLAIN_HTTP_TO_TLS)
+                return
+            tls = self.tls_context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as e:
+            log.debug("TLS handshake with %s failed: %s", client_address, e)
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
+
+
+_PLAIN_HTTP_TO_TLS = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+    b"Client sent an HTTP request to an HTTPS server.\n"
+)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a client may stay silent before its connection is dropped
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -76,7 +108,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if gzipped:
             self.send_header("Content-Encoding", "gzip")
-        for key, value in (extra or {}).items():
+        for key, value in {**(self.server.extra_headers or {}), **(extra or {})}.items():
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)

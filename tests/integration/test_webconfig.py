@@ -1,0 +1,182 @@
+"""`--web.config.file`: TLS and basic auth on the real exporter, checked by real TLS clients."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pgvigil import webconfig
+from pgvigil.config import ConfigError
+from pgvigil.web import make_server
+from tests.support.postgres import free_port
+from tests.support.processes import pgvigil_cmd
+from tests.support.tls import (
+    Pki,
+    basic,
+    bcrypt_hash,
+    client_context,
+    http_get,
+    https_get,
+    make_pki,
+    pgvigil_tls,
+)
+
+USER, PASSWORD = "prometheus", "s3cret-scrape-Pw"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def write_web_config(path: Path, pki: Pki, *, client_auth: str | None = None) -> Path:
+    lines = [
+        "tls_server_config:",
+        f"  cert_file: {pki.server_cert}",
+        f"  key_file: {pki.server_key}",
+    ]
+    if client_auth:
+        lines += [f"  client_auth_type: {client_auth}", f"  client_ca_file: {pki.ca_cert}"]
+    lines += [
+        "http_server_config:",
+        "  headers:",
+        "    Strict-Transport-Security: max-age=31536000",
+        "basic_auth_users:",
+        f"  {USER}: {bcrypt_hash(PASSWORD)}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_exporter_serves_tls_with_basic_auth(tmp_path: Path, pki: Pki, machine_db) -> None:
+    web = write_web_config(tmp_path / "web.yml", pki)
+    ctx = client_context(pki)
+    env = {"DATA_SOURCE_NAME": machine_db.dsn}
+    with pgvigil_tls(
+        tmp_path, ["serve", "--web.config.file", str(web)], ctx, basic(USER, PASSWORD), env
+    ) as p:
+        no_credentials = https_get(p.port, "/metrics", ctx)
+        assert no_credentials.status == 401
+        assert no_credentials.headers["WWW-Authenticate"].startswith("Basic")
+        assert "pgvigil_up" not in no_credentials.body
+
+        wrong = https_get(p.port, "/metrics", ctx, basic(USER, PASSWORD + "x"))
+        assert wrong.status == 401
+        unknown_user = https_get(p.port, "/metrics", ctx, basic("nobody", PASSWORD))
+        assert unknown_user.status == 401
+        garbage = https_get(p.port, "/metrics", ctx, {"Authorization": "Basic %%%not-b64"})
+        assert garbage.status == 401
+
+        right = https_get(p.port, "/metrics", ctx, basic(USER, PASSWORD))
+        assert right.status == 200
+        assert "pgvigil_up 1.0" in right.body
+        assert right.headers["Strict-Transport-Security"] == "max-age=31536000"
+        # The cached verification answers the same way the second time.
+        again = https_get(p.port, "/metrics", ctx, basic(USER, PASSWORD))
+        assert again.status == 200
+
+        # Plain HTTP to the TLS port is refused with a clear answer and no data.
+        plain = http_get(p.port, "/metrics")
+        assert plain.status == 400
+        assert "HTTP request to an HTTPS server" in plain.body
+        assert "pgvigil_up" not in plain.body
+
+        # A client that does not trust our CA does not get through the handshake.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            https_get(p.port, "/metrics", client_context(pki, trust=pki.other_ca_cert))
+
+        # A client that connects and stays silent does not block anyone else.
+        with socket.create_connection(("127.0.0.1", p.port)):
+            assert https_get(p.port, "/healthz", ctx, basic(USER, PASSWORD)).status == 200
+
+        assert PASSWORD not in p.log()
+
+
+def test_client_certificates_required(tmp_path: Path, pki: Pki, machine_db) -> None:
+    web = write_web_config(tmp_path / "web.yml", pki, client_auth="RequireAndVerifyClientCert")
+    with_cert = client_context(pki, client_cert=True)
+    env = {"DATA_SOURCE_NAME": machine_db.dsn}
+    with pgvigil_tls(
+        tmp_path, ["serve", "--web.config.file", str(web)], with_cert, basic(USER, PASSWORD), env
+    ) as p:
+        assert https_get(p.port, "/metrics", with_cert, basic(USER, PASSWORD)).status == 200
+        # Without a certificate the server aborts the handshake; TLS 1.3 reports it on read.
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+            https_get(p.port, "/metrics", client_context(pki), basic(USER, PASSWORD))
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("basic_auth_users:\n  admin: plaintext\n", "web.yml:2: basic_auth_users: not a bcrypt"),
+        ("tls_server_config:\n  cert_file: /nope.crt\n", "cert_file and key_file must both"),
+        (
+            "tls_server_config:\n  cert_file: /nope.crt\n  key_file: /nope.key\n",
+            "cannot load cert_file /nope.crt",
+        ),
+        ("tls_server_config:\n  min_version: TLS9\n", "web.yml:2: tls_server_config.min_version"),
+        ("tls_server_config:\n  cipher_suites: [X]\n", "cipher_suites: not supported"),
+        ("basic_auth_user:\n  a: b\n", "web.yml:2: basic_auth_user: unknown key"),
+        ("tls_server_config: [\n", "web.yml:2:1: not valid YAML"),
+        ("- a\n", "web.yml:1: the top level must be a mapping"),
+    ],
+)
+def test_bad_web_config_is_a_clear_error(tmp_path: Path, content: str, expected: str) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(content)
+    server = make_server(f"127.0.0.1:{free_port()}", {})
+    try:
+        with pytest.raises(ConfigError) as e:
+            webconfig.apply(server, web)
+    finally:
+        server.server_close()
+    assert any(expected in problem for problem in e.value.problems), e.value.problems
+
+
+def test_bad_web_config_exits_2_without_traceback(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  admin: plaintext\n")
+    result = subprocess.run(
+        pgvigil_cmd(
+            "serve",
+            "--web.config.file",
+            str(web),
+            "--web.listen-address",
+            f"127.0.0.1:{free_port()}",
+        ),
+        env={"DATA_SOURCE_NAME": "host=127.0.0.1 user=nobody dbname=none", "PATH": "/usr/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "web.yml:2: basic_auth_users: not a bcrypt hash for admin" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_client_ca_needed_for_client_auth(tmp_path: Path, pki: Pki) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n"
+    )
+    config = webconfig.load(web)
+    assert config.tls_server_config is not None
+    with pytest.raises(ConfigError, match="client_ca_file: required"):
+        webconfig.tls_context(config.tls_server_config, str(web))
+
+
+def test_bcrypt_outcomes_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = webconfig.BasicAuth({USER: bcrypt_hash(PASSWORD)})
+    calls = []
+    real = webconfig.bcrypt.checkpw
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", lambda pw, h: calls.append(1) or real(pw, h))
+    header = basic(USER, PASSWORD)["Authorization"]
+    assert [auth.allowed(header) for _ in range(5)] == [True] * 5
+    assert not auth.allowed(basic(USER, "wrong")["Authorization"])
+    assert len(calls) == 2
