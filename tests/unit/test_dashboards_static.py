@@ -1,0 +1,158 @@
+"""The Grafana dashboards, read as files: current with their generator, a unit and a
+description on every panel, the datasource and instance variables used everywhere, and
+threshold lines equal to rules/thresholds.yml. Queries are evaluated for real in
+tests/e2e/test_dashboards.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from pgvigil.thresholds import load_thresholds, thresholds_from
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARDS = ROOT / "grafana" / "dashboards"
+NAMES = ["overview.json", "storage.json", "maintenance.json"]
+
+
+def load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "grafana_generate", ROOT / "grafana" / "generate.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def boards() -> dict[str, dict[str, Any]]:
+    return {name: json.loads((DASHBOARDS / name).read_text()) for name in NAMES}
+
+
+def test_committed_dashboards_are_what_the_generator_writes() -> None:
+    generate = load_generator()
+    for name, board in generate.build().items():
+        assert (DASHBOARDS / name).read_text() == generate.serialise(board), (
+            f"{name} is stale: run .venv/bin/python grafana/generate.py"
+        )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_panel_has_unit_description_datasource_and_query(name: str) -> None:
+    board = boards()[name]
+    assert board["uid"].startswith("pgvigil-")
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)) >= 5
+    for panel in board["panels"]:
+        where = f"{name}: {panel['title']}"
+        assert len(panel["description"]) > 20, where
+        assert panel["fieldConfig"]["defaults"]["unit"], where
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
+        assert panel["targets"], where
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", where
+            assert target["expr"].count("(") == target["expr"].count(")"), where
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, where
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_datasource_and_instance_variables(name: str) -> None:
+    board = boards()[name]
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    instance = variables.get("instance") or variables["sidecar"]
+    assert instance["type"] == "query" and instance["includeAll"]
+    assert instance["query"]["query"].startswith("label_values(")
+    var = "$" + instance["name"]
+    # Every query of pgvigil's per-target series filters on the instance variable; the weekly
+    # report gauges and ALERTS counts are single series and need no filter.
+    for panel in board["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            if re.search(r"\b(pgvigil_report_|count\(ALERTS)", expr):
+                continue
+            assert f'instance=~"{var}"' in expr, f"{name}: {panel['title']}: {expr}"
+
+
+def thresholds_of(title: str, board: dict[str, Any]) -> list[float | None]:
+    (panel,) = [p for p in board["panels"] if p["title"] == title]
+    return [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+
+
+def test_threshold_lines_equal_the_thresholds_file() -> None:
+    t = load_thresholds()
+    overview = boards()["overview.json"]
+    assert thresholds_of("Database size", overview) == [
+        None,
+        t.database_size_bytes.warning,
+        t.database_size_bytes.critical,
+    ]
+    assert thresholds_of("Growth per day", overview) == [
+        None,
+        t.growth_rows_per_day.warning,
+        t.growth_rows_per_day.critical,
+    ]
+    assert thresholds_of("Response time", overview) == [
+        None,
+        t.response_seconds.warning,
+        t.response_seconds.critical,
+    ]
+    assert thresholds_of("Disk use", overview) == [
+        None,
+        t.disk_used_ratio.warning,
+        t.disk_used_ratio.critical,
+    ]
+    assert thresholds_of("Cache hit ratio", overview) == [
+        None,
+        t.cache_hit_ratio.critical,
+        t.cache_hit_ratio.warning,
+    ]
+    storage = boards()["storage.json"]
+    assert thresholds_of("Rows per day by table", storage)[1:] == [
+        t.growth_rows_per_day.warning,
+        t.growth_rows_per_day.critical,
+    ]
+
+
+def test_a_changed_threshold_moves_the_line() -> None:
+    changed = thresholds_from({"response_seconds": {"warning": 2, "critical": 9}})
+    board = load_generator().build(changed)["overview.json"]
+    assert thresholds_of("Response time", board) == [None, 2, 9]
+
+
+def test_dashboards_cover_what_issue_5_asks_for() -> None:
+    titles = {name: {p["title"] for p in b["panels"]} for name, b in boards().items()}
+    assert {
+        "Health score",
+        "Health status",
+        "Active alerts",
+        "Database size",
+        "Growth per day",
+        "Response time",
+        "Cache hit ratio",
+        "Disk use",
+        "Uptime (1 day)",
+    } <= titles["overview.json"]
+    assert {
+        "Largest tables",
+        "Days until size critical",
+        "Days until disk full",
+        "Rows past retention",
+        "Storage cost projection",
+    } <= titles["storage.json"]
+    assert {
+        "Since last success",
+        "Job durations",
+        "Rows archived",
+        "Unused index space",
+    } <= titles["maintenance.json"]
