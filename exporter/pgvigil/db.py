@@ -8,6 +8,7 @@ however many scrapes arrive; scrapes are serialised before they reach it (see `s
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ from sqlalchemy.pool import QueuePool
 
 from pgvigil import redact
 from pgvigil.config import Config, ConnectionConfig
+
+log = logging.getLogger(__name__)
 
 
 class DsnError(Exception):
@@ -101,6 +104,7 @@ class Database:
         self.params = dict(params)
         self.timeouts = timeouts
         self.name = str(params.get("dbname") or params.get("user") or "postgres")
+        self._warned_superuser = False
         options = [
             f"-c statement_timeout={int(timeouts.statement_seconds * 1000)}",
             f"-c lock_timeout={int(timeouts.lock_seconds * 1000)}",
@@ -131,7 +135,17 @@ class Database:
 
     def connect(self) -> psycopg.Connection[Any]:
         """A new raw connection with the session settings (used by the pool and the probe)."""
-        return psycopg.connect(**self._connect_kwargs)
+        conn = psycopg.connect(**self._connect_kwargs)
+        # The server reports is_superuser at start-up: the check costs no query.
+        if not self._warned_superuser and conn.info.parameter_status("is_superuser") == "on":
+            self._warned_superuser = True
+            log.warning(
+                "connected to %s as a superuser: pgvigil needs far less (the exporter only "
+                "pg_monitor); create a least-privilege role with the scripts in sql/ "
+                "(see docs/security.md)",
+                describe(self.params),
+            )
+        return conn
 
     def probe(self) -> float:
         """Seconds to open a new connection and answer `SELECT 1`; raises when unreachable."""
