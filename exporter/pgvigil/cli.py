@@ -44,13 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pgvigil {__version__}")
-    parser.add_argument(
-        "--log.level",
-        dest="log_level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="how much to log (default: info)",
-    )
+    _add_log_level(parser, default="info")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         cmd = sub.add_parser(
@@ -59,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
             description=help_text[0].upper() + help_text[1:] + ".",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        # accepted after the command too; SUPPRESS keeps the top-level value when absent
+        _add_log_level(cmd, default=argparse.SUPPRESS)
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
@@ -69,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         module.configure(cmd)
         cmd.set_defaults(run=module.run)
     return parser
+
+
+def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default=default,
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log (default: info)",
+    )
 
 
 def _unavailable(name: str) -> Callable[[argparse.Namespace], int]:

@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+# The classic text format: what every Prometheus since 2.0 (Debian ships 2.42) reads.
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from pgvigil import config as config_module
 from pgvigil import db as db_module
@@ -82,7 +83,7 @@ def build_routes(scrape: Scrape, telemetry_path: str) -> dict[str, web.Handler]:
         "/": web.landing_page(
             "pgvigil exporter", {telemetry_path: "Metrics", "/healthz": "Health"}
         ),
-        telemetry_path: lambda _q: web.Response(200, CONTENT_TYPE_LATEST, render()),
+        telemetry_path: lambda _q: web.Response(200, CONTENT_TYPE_PLAIN_0_0_4, render()),
         "/healthz": lambda _q: web.Response.text("ok\n"),
     }
 

@@ -13,6 +13,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,7 +52,8 @@ class Server:
 
     def connect(self, dbname: str | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
         params = self.conninfo(dbname or self.admin.get("dbname", "postgres"))
-        return psycopg.connect(**params, autocommit=True, **kwargs)
+        kwargs.setdefault("autocommit", True)
+        return psycopg.connect(**params, **kwargs)
 
     def create_database(self, prefix: str = "pgvigil_test") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
@@ -104,16 +106,17 @@ class Cluster:
     """A throwaway PostgreSQL 16 cluster (pgserver's binaries) on 127.0.0.1:<free port>,
     which a test may stop, start, or configure as it likes."""
 
-    def __init__(self, base: Path, *, password: str | None = None):
-        self.dir = base / f"cluster-{uuid.uuid4().hex[:8]}"
-        self.dir.mkdir(parents=True)
+    def __init__(self, base: Path | None = None, *, password: str | None = None):
+        # pytest's tmp_path sits under a root-only directory the server user cannot enter,
+        # so the cluster lives in its own directory under the system temp dir.
+        del base
+        self.dir = Path(tempfile.mkdtemp(prefix="pgvigil-cluster-"))
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"
         self.port = free_port()
         self.password = password
         self.user = _run_as()
         os.chmod(self.dir, 0o777)
-        os.chmod(base, 0o777)
         cmd = [
             str(_pg_bin() / "initdb"),
             "-D",
@@ -181,7 +184,7 @@ class Cluster:
 
 
 @contextmanager
-def cluster(base: Path, **kwargs: Any) -> Iterator[Cluster]:
+def cluster(base: Path | None = None, **kwargs: Any) -> Iterator[Cluster]:
     c = Cluster(base, **kwargs)
     c.start()
     try:

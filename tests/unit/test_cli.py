@@ -66,9 +66,7 @@ def test_missing_database_says_how_to_give_one(
     assert "pgvigil demo" in err
 
 
-def test_collector_flags_override_the_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_collector_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
 
     from pgvigil import serve
@@ -78,7 +76,9 @@ def test_collector_flags_override_the_file(
     cfg.write_text("collectors: {disk: false, cache: true}\n")
     parser = argparse.ArgumentParser()
     serve.configure(parser)
-    args = parser.parse_args(["--config.file", str(cfg), "--collector.disk", "--no-collector.cache"])
+    args = parser.parse_args(
+        ["--config.file", str(cfg), "--collector.disk", "--no-collector.cache"]
+    )
     config = serve.load_config(args)
     assert config.collector_enabled("disk")
     assert not config.collector_enabled("cache")

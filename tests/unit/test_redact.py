@@ -71,6 +71,4 @@ def test_missing_dsn_says_what_to_do() -> None:
 
 def test_missing_password_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(DsnError, match="cannot read the password file"):
-        resolve_conninfo(
-            ConnectionConfig(dsn="host=db", password_file=tmp_path / "nope"), {}
-        )
+        resolve_conninfo(ConnectionConfig(dsn="host=db", password_file=tmp_path / "nope"), {})

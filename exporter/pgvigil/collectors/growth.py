@@ -76,7 +76,11 @@ SELECT EXISTS (
 EXISTS (
     SELECT 1 FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace
     WHERE n.nspname = :schema AND t.relname = :table
-) AS present
+) AS present,
+EXISTS (
+    SELECT 1 FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace
+    WHERE n.nspname = :schema AND t.relname = :table AND has_table_privilege(t.oid, 'SELECT')
+) AS readable
 """
 
 ROWS_LAST_24H_SQL = "SELECT count(*) FROM {table} WHERE {column} >= now() - interval '24 hours'"
@@ -154,6 +158,12 @@ class GrowthCollector(Collector):
         problem = None
         if not found.present:
             problem = f"application table {app.qualified} does not exist"
+        elif not found.readable:
+            problem = (
+                f"no SELECT privilege on application table {app.qualified}: "
+                f"pgvigil_table_rows_last_24h skipped (GRANT SELECT ON {app.qualified} TO the "
+                "monitoring role)"
+            )
         elif not found.indexed:
             problem = (
                 f"application table {app.qualified} has no index starting with "
