@@ -64,8 +64,9 @@ STATUS_MAPPING = [
         },
     }
 ]
-# Colours of the 0-100 score follow the status it maps to (rules/recording.yml).
-SCORE_STEPS: list[tuple[str, float | None]] = [(RED, None), (ORANGE, 50.0), (GREEN, 80.0)]
+# Colours of the 0-100 score follow pgvigil:health_status (rules/recording.yml): critical
+# below 25, warning below 100; a component scores 75 at its warning threshold.
+SCORE_STEPS: list[tuple[str, float | None]] = [(RED, None), (ORANGE, 25.0), (GREEN, 100.0)]
 FIRING = 'ALERTS{alertstate="firing", alertname=~"Pgvigil.*"'
 
 
@@ -73,8 +74,8 @@ def overview(t: Thresholds) -> list[Panel]:
     return [
         Panel(
             "Health score",
-            "0-100, 100 = nothing wrong: the weighted component scores of the recording rule "
-            "pgvigil:health_score (size, growth, response, disk, cache, availability).",
+            "0-100, 100 = nothing wrong: the lowest of the component scores (availability, "
+            "size, growth, latency, disk, cache) of the recording rule pgvigil:health_score.",
             "none",
             [(f"pgvigil:health_score{{{INSTANCE}}}", "{{instance}}")],
             kind="stat",
@@ -149,7 +150,7 @@ def overview(t: Thresholds) -> list[Panel]:
         ),
         Panel(
             "Growth per day",
-            "Rows inserted per day into each table, from the last hour's rate "
+            "Rows inserted per day into the application tables, from the last hour's rate "
             "(pgvigil:table_rows_per_day:rate1h). Lines: PgvigilGrowthHigh thresholds.",
             "short",
             [(f"pgvigil:table_rows_per_day:rate1h{{{INSTANCE}}}", "{{schema}}.{{table}}")],
@@ -248,8 +249,9 @@ def storage(t: Thresholds) -> list[Panel]:
         ),
         Panel(
             "Rows per day by table",
-            "Rows inserted per day (pgvigil:table_rows_per_day:rate1h). Lines: "
-            "PgvigilGrowthHigh thresholds for application tables.",
+            "Rows inserted per day into each application table (thresholds.yml "
+            "growth_rows_per_day.tables), pgvigil:table_rows_per_day:rate1h. Lines: "
+            "PgvigilGrowthHigh thresholds.",
             "short",
             [(f"pgvigil:table_rows_per_day:rate1h{{{INSTANCE}}}", "{{schema}}.{{table}}")],
             steps=rising(t.growth_rows_per_day),

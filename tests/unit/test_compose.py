@@ -167,7 +167,7 @@ def test_pgvigil_services_accept_their_config_and_dsn(compose: dict[str, Any]) -
     )
     assert out.returncode == 0, out.stderr
     assert "config OK" in out.stdout
-    assert "host=postgres port=5432 dbname=chat user=pgvigil" in out.stdout
+    assert "host=postgres port=5432 dbname=chat user=pgvigil_monitor" in out.stdout
     assert "monitor-change-me" not in out.stdout + out.stderr
 
 

@@ -1,0 +1,309 @@
+"""Prometheus, Alertmanager and an SMTP sink on loopback ports, from the project's own configs.
+
+`pgvigil demo --stack` uses this so that a newcomer without Docker sees rules evaluate, alerts
+fire and emails arrive; the end-to-end tests use the same functions. Everything binds
+127.0.0.1 on free ports, lives in one work directory and stops with `Stack.stop()`.
+
+The configs are the repository's: `prometheus.yml` with its targets, intervals and rule paths
+rewritten for loopback, the rules from `rules/`, and `alertmanager.yml` (else
+`docker/alertmanager.yml`) with its mail sent to the local sink. Mails land as `.eml` files in
+`<workdir>/mail/` and each one is announced on stdout.
+"""
+
+from __future__ import annotations
+
+import copy
+import email
+import email.policy
+import logging
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+RULE_FILES = ("rules/recording.yml", "rules/alerts.yml")
+PROMETHEUS = ("prometheus",)
+ALERTMANAGER = ("prometheus-alertmanager", "alertmanager")
+
+
+class StackError(Exception):
+    """A part of the stack is missing or did not start; the message says which and why."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def find_binary(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def prometheus_config(
+    targets: dict[str, list[str]],
+    alertmanager: str | None,
+    interval: str = "15s",
+    root: Path = ROOT,
+) -> dict[str, Any]:
+    """The project's prometheus.yml for loopback: `targets` maps job name -> host:port list
+    (jobs not named are dropped), rule paths made absolute, one interval for everything."""
+    config: dict[str, Any] = yaml.safe_load((root / "prometheus.yml").read_text())
+    config["global"] = {
+        **config.get("global", {}),
+        "scrape_interval": interval,
+        "evaluation_interval": interval,
+    }
+    config["rule_files"] = [str(root / path) for path in config.get("rule_files", [])]
+    missing = [p for p in config["rule_files"] if not Path(p).exists()]
+    if missing:
+        raise StackError(f"rule files missing: {', '.join(missing)} (run: pgvigil rules render)")
+    jobs = []
+    for job in config["scrape_configs"]:
+        if job["job_name"] not in targets:
+            continue
+        job = copy.deepcopy(job)
+        job["static_configs"] = [{"targets": targets[job["job_name"]]}]
+        job.pop("scrape_interval", None)
+        job.pop("scrape_timeout", None)
+        jobs.append(job)
+    config["scrape_configs"] = jobs
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    else:
+        config.pop("alerting", None)
+    return config
+
+
+def alertmanager_config(smtp: str, root: Path = ROOT, fast: bool = True) -> dict[str, Any]:
+    """The project's Alertmanager routing with mail to `smtp` (host:port, no TLS).
+
+    `fast` shortens grouping waits so that a demo or test sees a mail within seconds."""
+    source = root / "alertmanager.yml"
+    if not source.exists():
+        source = root / "docker" / "alertmanager.yml"
+    config: dict[str, Any] = yaml.safe_load(source.read_text())
+    config.setdefault("global", {})
+    config["global"].update(
+        {"smtp_smarthost": smtp, "smtp_require_tls": False, "smtp_hello": "localhost"}
+    )
+    for key in ("smtp_auth_username", "smtp_auth_password", "smtp_auth_password_file"):
+        config["global"].pop(key, None)
+    if fast:
+        _fast_route(config["route"])
+    for receiver in config.get("receivers", []):
+        for mail in receiver.get("email_configs", []):
+            mail.pop("smarthost", None)
+            mail["require_tls"] = False
+            for key in ("auth_username", "auth_password", "auth_password_file"):
+                mail.pop(key, None)
+    return config
+
+
+def _fast_route(route: dict[str, Any], top: bool = True) -> None:
+    if top:
+        route.update({"group_wait": "1s", "group_interval": "2s", "repeat_interval": "1h"})
+    else:  # children inherit the short waits from the top route
+        route.pop("group_wait", None)
+        route.pop("group_interval", None)
+    for child in route.get("routes", []):
+        _fast_route(child, top=False)
+
+
+def wait_ready(
+    url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise StackError(f"{url} exited with {proc.returncode}: {' | '.join(tail)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise StackError(f"{url} did not become ready within {timeout:g}s")
+
+
+@dataclass
+class Service:
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_prometheus(workdir: Path, config: dict[str, Any], port: int | None = None) -> Service:
+    binary = find_binary(PROMETHEUS)
+    if binary is None:
+        raise StackError("prometheus is not installed (Debian: apt-get install prometheus)")
+    port = port or free_port()
+    (workdir / "prometheus").mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    log_path = workdir / "prometheus.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={workdir / 'prometheus'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    service = Service("prometheus", f"http://127.0.0.1:{port}", proc, log_path)
+    try:
+        wait_ready(service.url + "/-/ready", proc, log_path)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def start_alertmanager(workdir: Path, config: dict[str, Any], port: int | None = None) -> Service:
+    binary = find_binary(ALERTMANAGER)
+    if binary is None:
+        raise StackError(
+            "alertmanager is not installed (Debian: apt-get install prometheus-alertmanager)"
+        )
+    port = port or free_port()
+    (workdir / "alertmanager").mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "alertmanager.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    log_path = workdir / "alertmanager.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--storage.path={workdir / 'alertmanager'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                # No gossip: a lone Alertmanager would otherwise listen on 0.0.0.0:9094.
+                "--cluster.listen-address=",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    service = Service("alertmanager", f"http://127.0.0.1:{port}", proc, log_path)
+    try:
+        wait_ready(service.url + "/-/ready", proc, log_path)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+class MailSink:
+    """An SMTP server on loopback that keeps each message as an .eml file and announces it."""
+
+    def __init__(self, directory: Path, announce: bool = True):
+        self.directory = directory
+        self.announce = announce
+        self.port = free_port()
+        self.count = 0
+        self._controller: Any = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        self.count += 1
+        path = self.directory / f"{self.count:04d}.eml"
+        path.write_bytes(envelope.content)
+        if self.announce:
+            message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+            print(f"mail to {', '.join(envelope.rcpt_tos)}: {message['subject']}  ({path})")
+        return "250 OK"
+
+    def start(self) -> MailSink:
+        try:
+            from aiosmtpd.controller import Controller
+        except ImportError:
+            raise StackError("the SMTP sink needs aiosmtpd: pip install 'pgvigil[demo]'") from None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def messages(self) -> list[email.message.EmailMessage]:
+        out = []
+        for path in sorted(self.directory.glob("*.eml")):
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            out.append(message)
+        return out
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+@dataclass
+class Stack:
+    """Prometheus scraping the given targets, Alertmanager and the mail sink, in `workdir`."""
+
+    workdir: Path
+    targets: dict[str, list[str]]
+    interval: str = "15s"
+    announce_mail: bool = True
+    prometheus: Service | None = None
+    alertmanager: Service | None = None
+    mail: MailSink | None = None
+    started: list[Any] = field(default_factory=list)
+
+    def start(self) -> Stack:
+        try:
+            self.mail = MailSink(self.workdir / "mail", self.announce_mail).start()
+            self.started.append(self.mail)
+            self.alertmanager = start_alertmanager(
+                self.workdir, alertmanager_config(self.mail.address)
+            )
+            self.started.append(self.alertmanager)
+            am = self.alertmanager.url.removeprefix("http://")
+            self.prometheus = start_prometheus(
+                self.workdir, prometheus_config(self.targets, am, self.interval)
+            )
+            self.started.append(self.prometheus)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        while self.started:
+            self.started.pop().stop()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

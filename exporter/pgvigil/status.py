@@ -1,0 +1,243 @@
+"""`pgvigil status`: the one-screen health summary, read from Prometheus' HTTP API.
+
+    $ pgvigil status
+    pgvigil status from http://127.0.0.1:9090
+      health     97/100  healthy   trend +0.0 over 1h (stable)
+      alerts     0 critical, 0 warning
+      database   chat 21.4 MiB; reachable, responds in 3.1 ms
+      uptime     100.00 % of the last day
+
+`--json` prints the shape the original system's health endpoint had:
+
+    {"system_health": {"status": "healthy", "score": 97.0, "active_alerts": 0,
+                       "critical_alerts": 0, "warning_alerts": 0,
+                       "uptime_percentage": 100.0, "performance_trend": "stable"},
+     "database_health": {"connection_time_ms": 3.1, "database_size_mb": 21.4,
+                         "connection_healthy": true}}
+
+A figure Prometheus has no data for is null (text: "no data"), never a guess. An unreachable
+Prometheus is one line on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:9090"
+STATUS_NAMES = {0: "healthy", 1: "warning", 2: "critical"}
+# A move of the health score smaller than this over an hour is noise, not a trend.
+TREND_POINTS = 1.0
+
+
+class PrometheusError(Exception):
+    """Prometheus could not be asked or refused the question."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prometheus.url",
+        dest="prometheus_url",
+        default=os.environ.get("PGVIGIL_PROMETHEUS_URL", DEFAULT_URL),
+        help=f"Prometheus to ask (env PGVIGIL_PROMETHEUS_URL; default {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--instance",
+        default=".*",
+        help="regular expression on the exporter's instance label (default: all)",
+    )
+    parser.add_argument(
+        "--database",
+        help="the database whose size is shown (default: the largest one)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON (the health endpoint's)")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for Prometheus (default 5)"
+    )
+
+
+class Prometheus:
+    def __init__(self, url: str, timeout: float):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def get(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        try:
+            with urllib.request.urlopen(self.url + path + query, timeout=self.timeout) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as e:
+            raise PrometheusError(f"{self.url} answered HTTP {e.code} to {path}") from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {reason}") from None
+        except ValueError:
+            raise PrometheusError(f"{self.url} is not a Prometheus API (no JSON)") from None
+        if body.get("status") != "success":
+            raise PrometheusError(f"Prometheus refused {path}: {body.get('error', body)}")
+        return body["data"]
+
+    def vector(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        data = self.get("/api/v1/query", query=expr)
+        return [(s["metric"], float(s["value"][1])) for s in data["result"]]
+
+    def scalar(self, expr: str) -> float | None:
+        """The first sample of an instant query, or None without data."""
+        result = self.vector(expr)
+        return result[0][1] if result else None
+
+
+@dataclass
+class Summary:
+    score: float | None
+    status: str
+    critical: int
+    warning: int
+    alerts: list[dict[str, str]]
+    uptime_ratio: float | None
+    trend_points: float | None
+    latency_seconds: float | None
+    up: float | None
+    database: str | None
+    database_bytes: float | None
+
+    @property
+    def trend(self) -> str:
+        if self.trend_points is None:
+            return "unknown"
+        if self.trend_points > TREND_POINTS:
+            return "improving"
+        if self.trend_points < -TREND_POINTS:
+            return "degrading"
+        return "stable"
+
+    def as_health_endpoint(self) -> dict[str, Any]:
+        return {
+            "system_health": {
+                "status": self.status,
+                "score": _round(self.score, 1),
+                "active_alerts": self.critical + self.warning,
+                "critical_alerts": self.critical,
+                "warning_alerts": self.warning,
+                "uptime_percentage": _round(
+                    None if self.uptime_ratio is None else self.uptime_ratio * 100, 2
+                ),
+                "performance_trend": self.trend,
+            },
+            "database_health": {
+                "connection_time_ms": _round(
+                    None if self.latency_seconds is None else self.latency_seconds * 1000, 2
+                ),
+                "database_size_mb": _round(
+                    None if self.database_bytes is None else self.database_bytes / 1024**2, 2
+                ),
+                "connection_healthy": self.up == 1,
+            },
+        }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def gather(prom: Prometheus, instance: str, database: str | None) -> Summary:
+    sel = f'{{instance=~"{_escape(instance)}"}}'
+    # With several exporters the summary is as healthy as the least healthy one.
+    score = prom.scalar(f"min(pgvigil:health_score{sel})")
+    status_code = prom.scalar(f"max(pgvigil:health_status{sel})")
+    firing = [
+        a
+        for a in prom.get("/api/v1/alerts")["alerts"]
+        if a.get("state") == "firing" and a["labels"].get("alertname", "").startswith("Pgvigil")
+    ]
+    severities = [a["labels"].get("severity") for a in firing]
+    sizes = prom.vector(f"pgvigil_database_size_bytes{sel}")
+    if database is not None:
+        sizes = [s for s in sizes if s[0].get("datname") == database]
+    biggest = max(sizes, key=lambda s: s[1], default=None)
+    if status_code is None:
+        status = "unknown"
+    else:
+        status = STATUS_NAMES.get(int(status_code), "unknown")
+    return Summary(
+        score=score,
+        status=status,
+        critical=severities.count("critical"),
+        warning=severities.count("warning"),
+        alerts=[a["labels"] for a in firing],
+        uptime_ratio=prom.scalar(f"min(pgvigil:uptime:ratio1d{sel})"),
+        trend_points=prom.scalar(f"min(pgvigil:health_score:delta1h{sel})"),
+        latency_seconds=prom.scalar(f"max(pgvigil_connection_latency_seconds{sel})"),
+        up=prom.scalar(f"min(pgvigil_up{sel})"),
+        database=biggest[0].get("datname") if biggest else database,
+        database_bytes=biggest[1] if biggest else None,
+    )
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def render_text(s: Summary, url: str) -> str:
+    nodata = "no data"
+    score = nodata if s.score is None else f"{s.score:.0f}/100"
+    trend = (
+        "trend unknown"
+        if s.trend_points is None
+        else f"trend {s.trend_points:+.1f} over 1h ({s.trend})"
+    )
+    lines = [
+        f"pgvigil status from {url}",
+        f"  health     {score}  {s.status}   {trend}",
+        f"  alerts     {s.critical} critical, {s.warning} warning",
+    ]
+    for labels in sorted(s.alerts, key=lambda a: (a.get("severity") != "critical", a["alertname"])):
+        where = " ".join(
+            f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity")
+        )
+        lines.append(
+            f"               {labels.get('severity', '?'):8} {labels['alertname']}  {where}"
+        )
+    if s.up is None:
+        reach = "no data from the exporter"
+    elif s.up == 1:
+        reach = "reachable"
+    else:
+        reach = "NOT reachable"
+    latency = (
+        "" if s.latency_seconds is None else f", responds in {s.latency_seconds * 1000:.1f} ms"
+    )
+    size = nodata if s.database_bytes is None else f"{s.database} {_size(s.database_bytes)}"
+    lines.append(f"  database   {size}; {reach}{latency}")
+    uptime = nodata if s.uptime_ratio is None else f"{s.uptime_ratio * 100:.2f} % of the last day"
+    lines.append(f"  uptime     {uptime}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    prom = Prometheus(args.prometheus_url, args.timeout)
+    try:
+        summary = gather(prom, args.instance, args.database)
+    except PrometheusError as e:
+        print(f"pgvigil status: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary.as_health_endpoint(), indent=2))
+    else:
+        print(render_text(summary, prom.url))
+    return 0
