@@ -36,7 +36,10 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; only the module of the command named in argv is imported, so one
+    command's dependencies never slow down or break another."""
+    wanted = next((a for a in argv if a in COMMANDS), None)
     parser = argparse.ArgumentParser(
         prog="pgvigil",
         description="Keeps an application's PostgreSQL database healthy.",
@@ -55,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         # accepted after the command too; SUPPRESS keeps the top-level value when absent
         _add_log_level(cmd, default=argparse.SUPPRESS)
+        if name != wanted:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
@@ -86,7 +91,8 @@ def _unavailable(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

@@ -104,3 +104,9 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
 
 def test_collector_toggles_name_exactly_the_registered_collectors() -> None:
     assert set(config.COLLECTOR_NAMES) == {c.name for c in collectors.ALL}
+
+
+def test_the_example_config_in_the_repo_is_valid() -> None:
+    root = Path(__file__).resolve().parents[2]
+    cfg = config.load(root / "pgvigil.example.yml")
+    assert cfg.application_tables[0].retention_days == 90
