@@ -19,7 +19,20 @@ from pydantic import Field, ValidationError, field_validator
 from pgvigil.configtypes import Identifier, Seconds, Strict
 from pgvigil.sidecar.settings import SidecarConfig
 
-COLLECTOR_NAMES = ("server", "size", "growth", "cache", "disk")
+COLLECTOR_NAMES = (
+    "server",
+    "size",
+    "growth",
+    "cache",
+    "disk",
+    "activity",
+    "vacuum",
+    "indexes",
+    "replication",
+    "checkpoints",
+    "analytics",
+    "custom",
+)
 # Collectors that `--collector.NAME` toggles; the latency probe always runs (it decides pgvigil_up).
 
 
