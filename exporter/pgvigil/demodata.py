@@ -86,6 +86,10 @@ def insert_history(
             "conversations": conversations,
         },
     )
+    # Flush this session's pending insert counts first: an ANALYZE that ran before them would
+    # see them added on top of its own row count (n_live_tup twice the truth).
+    if conn.info.server_version >= 150000:
+        conn.execute("SELECT pg_stat_force_next_flush()")
     conn.execute("ANALYZE conversations; ANALYZE messages")
 
 
