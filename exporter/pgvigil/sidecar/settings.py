@@ -157,6 +157,9 @@ class ReportSettings(Strict):
 
 class SidecarConfig(Strict):
     listen_address: str = "127.0.0.1:9840"
+    thresholds_file: Path | None = Field(
+        None, description="rules/thresholds.yml (size warning threshold); default: pgvigil's own."
+    )
     timezone: str = "UTC"
     jobs: dict[JobName, JobSchedule] = Field(default_factory=_default_jobs)
     analyze: AnalyzeSettings = Field(default_factory=AnalyzeSettings)

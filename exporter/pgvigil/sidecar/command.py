@@ -1,0 +1,90 @@
+"""What `pgvigil sidecar` and `pgvigil run-job` share: flags, config, database, job context.
+
+The database and config come exactly as for `pgvigil serve` (DATA_SOURCE_NAME or
+`connection.dsn`, DATA_SOURCE_PASS_FILE...), with a read-write session named
+`pgvigil-sidecar` so it is recognisable in pg_stat_activity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from pgvigil import config as config_module
+from pgvigil import db as db_module
+from pgvigil.config import Config, ConfigError
+from pgvigil.sidecar.jobs import JobContext
+from pgvigil.sidecar.metrics import SidecarState
+from pgvigil.sidecar.settings import JOB_NAMES
+
+log = logging.getLogger(__name__)
+
+APPLICATION_NAME = "pgvigil-sidecar"
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config.file", dest="config_file", type=Path, help="YAML config file")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the config (and DSN) and exit"
+    )
+
+
+def load_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Config:
+    """The config file with the command-line flags applied to its `sidecar:` section."""
+    config = config_module.load(args.config_file)
+    if not overrides:
+        return config
+    data = config.model_dump(by_alias=True, exclude_unset=True)
+    data.setdefault("sidecar", {}).update(overrides)
+    return config_module.validate(data, source="command line")
+
+
+def size_thresholds(config: Config) -> dict[str, int]:
+    """The database size thresholds from the single thresholds file (rules/thresholds.yml).
+
+    A file named in the config must load; pgvigil's own default may be absent (an installed
+    package without the rules/ checkout): then size-triggered archival and the report's
+    "days until threshold" are off, and the log says so.
+    """
+    from pgvigil.thresholds import DEFAULT_PATH, load_thresholds
+
+    path = config.sidecar.thresholds_file
+    if path is None and not DEFAULT_PATH.exists():
+        log.warning(
+            "no thresholds file (%s): size-triggered archival is off; set "
+            "sidecar.thresholds_file to rules/thresholds.yml",
+            DEFAULT_PATH,
+        )
+        return {}
+    try:
+        size = load_thresholds(path).database_size_bytes
+    except ConfigError as e:
+        raise ConfigError([*e.problems, "(read for sidecar.thresholds_file)"]) from None
+    return {"warning": size.warning, "critical": size.critical}
+
+
+def build_context(config: Config) -> tuple[JobContext, dict[str, Any]]:
+    params = db_module.resolve_conninfo(config.connection)
+    database = db_module.Database(
+        params,
+        db_module.Timeouts.from_config(config.connection),
+        read_only=False,
+        application_name=APPLICATION_NAME,
+    )
+    ctx = JobContext(
+        database=database,
+        config=config,
+        state=SidecarState(JOB_NAMES),
+        size_thresholds=size_thresholds(config),
+    )
+    return ctx, params
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM / Ctrl-C ask the running job to stop after its current batch."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())

@@ -1,0 +1,95 @@
+"""`pgvigil sidecar`: the maintenance schedule, with its own /metrics and /status."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from pgvigil import db as db_module
+from pgvigil import web
+from pgvigil.sidecar import http, report, scheduler
+from pgvigil.sidecar.command import (
+    add_common_flags,
+    build_context,
+    load_config,
+    stop_on_signals,
+)
+from pgvigil.sidecar.jobs import JobContext, run_job
+
+log = logging.getLogger(__name__)
+
+# The loop sleeps until the next job is due, but wakes this often to notice requests.
+MAX_SLEEP_SECONDS = 30.0
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Jobs and their schedule come from the sidecar: section of the config file\n"
+        "(see docs/sidecar.md); the database from DATA_SOURCE_NAME as for `pgvigil serve`.\n"
+        "example:\n"
+        "  DATA_SOURCE_NAME='postgresql://pgvigil_maint@127.0.0.1:5432/chat' pgvigil sidecar"
+    )
+    add_common_flags(parser)
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        help="HOST:PORT to listen on (default 127.0.0.1:9840; ':9840' for all interfaces)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        help="TLS and basic auth settings (exporter-toolkit format)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.listen_address:
+        overrides["listen_address"] = args.listen_address
+    config = load_config(args, overrides)
+    ctx, params = build_context(config)
+    if args.check_config:
+        print(f"config OK; database: {db_module.describe(params)}")
+        return 0
+    web_config = args.web_config_file or config.web.config_file
+    sched, jobs = scheduler.build(config.sidecar, lambda name: run_job(name, ctx))
+    ctx.state.set_report(report.latest_headline(config.sidecar.report.directory))
+    routes = http.build_routes(
+        ctx.state,
+        config.sidecar,
+        lambda: scheduler.info(config.sidecar, jobs),
+        db_module.describe(params),
+    )
+    server = web.make_server(config.sidecar.listen_address, routes, web_config)
+    stop_on_signals(ctx.stop)
+    web.serve_in_thread(server)
+    log.info(
+        "pgvigil sidecar listening on %s for %s; timezone %s; %s",
+        config.sidecar.listen_address,
+        db_module.describe(params),
+        config.sidecar.timezone,
+        ", ".join(f"{n} {s.describe()}" for n, s in config.sidecar.jobs.items()),
+    )
+    try:
+        loop(ctx, sched)
+    finally:
+        log.info("shutting down")
+        server.shutdown()
+        server.server_close()
+        ctx.database.dispose()
+    return 0
+
+
+def loop(ctx: JobContext, sched: Any) -> None:
+    while not ctx.stopping():
+        sched.run_pending()
+        if ctx.state.take_archive_request() and not ctx.stopping():
+            log.info("the database passed its size warning threshold: archiving now")
+            run_job("archive", ctx)
+        idle = sched.idle_seconds
+        ctx.stop.wait(
+            MAX_SLEEP_SECONDS if idle is None else min(max(idle, 0.05), MAX_SLEEP_SECONDS)
+        )

@@ -1,0 +1,132 @@
+"""The Markdown rendering of the weekly report (the JSON is the source; this only formats)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _days(d: float | None) -> str:
+    return "not within reach at the current growth" if d is None else f"{d:.0f} days"
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    if not rows:
+        return ["None found.", ""]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    f = data["findings"]
+    fc = data["forecast"]
+    since = data["statistics_since"] + (
+        " (server start; never reset)" if data["statistics_since_server_start"] else " (reset)"
+    )
+    out = [
+        f"# pgvigil weekly report: {data['database']}",
+        "",
+        f"Generated {data['generated_at']}. Statistics cover the time since {since}.",
+        "Advice only: pgvigil changed nothing. Review each SQL statement before running it.",
+        "",
+        "## Recommendations",
+        "",
+    ]
+    if not data["recommendations"]:
+        out += ["Nothing to do.", ""]
+    for n, r in enumerate(data["recommendations"], 1):
+        out += [f"{n}. {r['advice']}", "", "   ```sql", f"   {r['sql']}", "   ```", ""]
+    out += ["## Indexes", "", "### Unused (never scanned; not unique, not primary)", ""]
+    out += _table(
+        ["index", "table", "size"],
+        [
+            [i["index"], f"{i['schema']}.{i['table']}", _size(i["bytes"])]
+            for i in f["unused_indexes"]
+        ],
+    )
+    out += ["### Duplicates (same table, same definition)", ""]
+    out += _table(
+        ["table", "indexes (first is kept)"],
+        [[f"{d['schema']}.{d['table']}", ", ".join(d["indexes"])] for d in f["duplicate_indexes"]],
+    )
+    out += ["### Invalid", ""]
+    out += _table(
+        ["index", "table", "size"],
+        [
+            [i["index"], f"{i['schema']}.{i['table']}", _size(i["bytes"])]
+            for i in f["invalid_indexes"]
+        ],
+    )
+    out += ["## Tables", "", "### Large tables read mostly by sequential scans", ""]
+    out += _table(
+        ["table", "rows", "seq scans", "index scans", "share"],
+        [
+            [
+                f"{t['schema']}.{t['table']}",
+                t["live"],
+                t["seq_scan"],
+                t["idx_scan"],
+                f"{t['seq_share']:.0%}",
+            ]
+            for t in f["seq_scanned_tables"]
+        ],
+    )
+    out += ["### Dead rows", ""]
+    out += _table(
+        ["table", "live", "dead", "dead share"],
+        [
+            [f"{t['schema']}.{t['table']}", t["live"], t["dead"], f"{t['dead_ratio']:.0%}"]
+            for t in f["dead_tuples"]
+        ],
+    )
+    out += ["### Never analyzed", ""]
+    out += _table(
+        ["table", "rows"], [[f"{t['schema']}.{t['table']}", t["live"]] for t in f["never_analyzed"]]
+    )
+    out += ["## Growth and retention", ""]
+    out += _table(
+        ["table", "rows/day", "bytes/day", "size", "retention", "rows past retention"],
+        [
+            [
+                f"{g['schema']}.{g['table']}",
+                g["rows_per_day"],
+                _size(g["bytes_per_day"]),
+                _size(g["bytes"]),
+                f"{g['retention_days']} days" if g["retention_days"] else "none",
+                g["rows_past_retention"] if g["retention_days"] else "n/a",
+            ]
+            for g in f["growth"]
+        ],
+    )
+    cost = fc["storage_cost_per_month"]
+    out += [
+        "## Forecast",
+        "",
+        f"- Database size: {_size(data['database_bytes'])}; growth {_size(fc['bytes_per_day'])}"
+        f"/day (from {fc['basis']}).",
+    ]
+    for severity, days in fc["days_until_size_threshold"].items():
+        out.append(f"- Size {severity} threshold reached in: {_days(days)}.")
+    if fc["disk"]:
+        out.append(
+            f"- Data filesystem {fc['disk']['path']}: {_size(fc['disk']['avail_bytes'])} free of "
+            f"{_size(fc['disk']['size_bytes'])}; full in {_days(fc['days_until_disk_full'])}."
+        )
+    else:
+        out.append("- Data filesystem not visible from the sidecar: no disk forecast.")
+    out.append(
+        f"- Storage cost at {cost['price_per_gb_month']} {cost['currency']} per GB-month: "
+        f"{cost['in_0_days']} now, {cost['in_30_days']} in 30 days, {cost['in_90_days']} in "
+        f"90 days, {cost['in_365_days']} in a year (per month)."
+    )
+    return "\n".join([*out, ""])

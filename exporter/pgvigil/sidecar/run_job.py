@@ -1,0 +1,54 @@
+"""`pgvigil run-job NAME`: run one maintenance job now, with its progress on stdout.
+
+Exit codes: 0 done (or skipped: another sidecar runs it / the database is a replica, as the
+output says), 1 the job failed, 2 bad input, 130 stopped by a signal between batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pgvigil import db as db_module
+from pgvigil.sidecar.command import add_common_flags, build_context, load_config, stop_on_signals
+from pgvigil.sidecar.jobs import run_job
+from pgvigil.sidecar.settings import JOB_NAMES
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "jobs: analyze, archive, health_check, quick_check, weekly_report\n"
+        "examples:\n"
+        "  pgvigil run-job archive --dry-run      what would move, nothing changed\n"
+        "  pgvigil run-job analyze                the manual 'optimize' trigger"
+    )
+    parser.add_argument("job", metavar="NAME", choices=JOB_NAMES, help="the job to run")
+    add_common_flags(parser)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what the job would do; change nothing"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    ctx, params = build_context(config)
+    if args.check_config:
+        print(f"config OK; database: {db_module.describe(params)}")
+        return 0
+    ctx.dry_run = args.dry_run
+    ctx.progress = lambda line: print(line, flush=True)
+    stop_on_signals(ctx.stop)
+    try:
+        outcome = run_job(args.job, ctx)
+    finally:
+        ctx.database.dispose()
+    stats = ctx.state.jobs[args.job]
+    if outcome.startswith("skipped"):
+        print(f"{args.job}: skipped: {stats.last_message}", flush=True)
+    elif outcome == "failure":
+        print(f"pgvigil: {args.job} failed: {stats.last_message}", file=sys.stderr)
+        return 1
+    elif outcome == "stopped":
+        print(f"{args.job}: stopped by a signal: {stats.last_message}", flush=True)
+        return 130
+    return 0
