@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ def resolve_conninfo(
     try:
         params: dict[str, Any] = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as e:
-        raise DsnError(f"the DSN cannot be parsed: {redact.scrub(str(e))}") from None
+        raise DsnError(f"the DSN cannot be parsed: {_parse_problem(str(e))}") from None
     redact.register_secret(params.get("password"))
     port = str(params.get("port", ""))
     if port and not all(p.strip().isdigit() for p in port.split(",")):
@@ -82,10 +83,29 @@ def resolve_conninfo(
     return params
 
 
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def _parse_problem(message: str) -> str:
+    """libpq quotes the piece of the DSN it choked on, which can be the tail of a password
+    written with a space (`password=my secret` -> `missing "=" after "secret"`): keep the kind
+    of problem and the option names, mask every other quoted piece."""
+    keywords = {o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults()}
+    masked = _QUOTED.sub(
+        lambda m: m[0] if m[1] == "=" or m[1] in keywords else f'"{redact.MASK}"', message
+    )
+    first_line = redact.scrub(masked).strip().splitlines()[0] if masked.strip() else masked
+    return (
+        f"{first_line} (quote a password holding spaces or quotes: password='...', "
+        "or percent-encode it in a URL)"
+    )
+
+
 def describe(params: Mapping[str, Any]) -> str:
     """A printable description of a connection: never includes the password."""
     keys = ("host", "port", "dbname", "user")
-    return " ".join(f"{k}={params[k]}" for k in keys if params.get(k))
+    # scrub: a mistyped DSN can put the password into another field (`host= password=x`).
+    return redact.scrub(" ".join(f"{k}={params[k]}" for k in keys if params.get(k)))
 
 
 class Database:
