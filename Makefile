@@ -19,8 +19,8 @@ system-packages:
 	bash scripts/install-system-packages
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check exporter tests bench
-	$(VENV)/bin/ruff format --check exporter tests bench
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/mypy
 
 test: $(VENV)/.installed system-packages lint
