@@ -17,7 +17,9 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from pgvigil.configtypes import Identifier, Seconds, Strict
+from pgvigil.queries import CustomQuery, check_unique
 from pgvigil.sidecar.settings import SidecarConfig
+from pgvigil.targets import TargetsConfig
 
 COLLECTOR_NAMES = (
     "server",
@@ -117,8 +119,8 @@ class Config(Strict):
     web: WebConfig = Field(default_factory=WebConfig)
     # Sections read by other parts of pgvigil; validated by their own models when those load.
     sidecar: SidecarConfig = Field(default_factory=SidecarConfig)
-    queries: list[dict[str, Any]] = Field(default_factory=list)
-    targets: dict[str, Any] = Field(default_factory=dict)
+    queries: list[CustomQuery] = Field(default_factory=list)
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
 
     @field_validator("collectors")
     @classmethod
@@ -129,6 +131,11 @@ class Config(Strict):
                 f"unknown collector {', '.join(unknown)} (known: {', '.join(COLLECTOR_NAMES)})"
             )
         return v
+
+    @field_validator("queries")
+    @classmethod
+    def _unique_queries(cls, v: list[CustomQuery]) -> list[CustomQuery]:
+        return check_unique(v)
 
     @field_validator("application_tables")
     @classmethod

@@ -14,7 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from pgvigil import config as config_module
 from pgvigil import db as db_module
-from pgvigil import web
+from pgvigil import multitarget, web
 from pgvigil.config import COLLECTOR_NAMES, Config
 from pgvigil.scrape import Scrape, make_registry, renderer
 
@@ -77,15 +77,21 @@ def load_config(args: argparse.Namespace) -> Config:
     return config_module.validate(data, source="command line")
 
 
-def build_routes(scrape: Scrape, telemetry_path: str) -> dict[str, web.Handler]:
+def build_routes(
+    scrape: Scrape, telemetry_path: str, targets: multitarget.Targets | None = None
+) -> dict[str, web.Handler]:
     render = renderer(make_registry(scrape))
-    return {
-        "/": web.landing_page(
-            "pgvigil exporter", {telemetry_path: "Metrics", "/healthz": "Health"}
-        ),
+    links = {telemetry_path: "Metrics", "/healthz": "Health"}
+    if targets is not None:
+        links["/sd"] = "Targets for /probe?target=NAME (Prometheus HTTP SD)"
+    routes = {
+        "/": web.landing_page("pgvigil exporter", links),
         telemetry_path: lambda _q: web.Response(200, CONTENT_TYPE_PLAIN_0_0_4, render()),
         "/healthz": lambda _q: web.Response.text("ok\n"),
     }
+    if targets is not None:
+        routes.update(multitarget.routes(targets))
+    return routes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,10 +101,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"config OK; database: {db_module.describe(params)}")
         return 0
     database = db_module.Database(params, db_module.Timeouts.from_config(config.connection))
-    scrape = Scrape.for_config(database, config)
+    scrape = multitarget.build_scrape(database, config)
+    targets = multitarget.Targets(config, database)
     server = web.make_server(
         config.web.listen_address,
-        build_routes(scrape, config.web.telemetry_path),
+        build_routes(scrape, config.web.telemetry_path, targets),
         config.web.config_file,
     )
     log.info(
@@ -109,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         ", ".join(c.name for c in scrape.collectors),
     )
     serve_until_signal(server)
+    targets.close()
     database.dispose()
     return 0
 
