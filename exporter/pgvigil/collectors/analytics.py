@@ -38,7 +38,8 @@ Everything else goes through the index on the timestamp column and is cached for
   through the index. A stratum with fewer than 50 rows is counted exactly; a fuller one is
   extrapolated from the time its 50 rows span. So a table adding up to ~4800 rows a day is
   counted exactly, and a busier one is estimated from at most 4800 rows whatever its size.
-  Row bytes are `pg_column_size` of the whole row.
+  Row bytes are `pg_column_size` of the whole row; a role granted only the timestamp and
+  dimension columns (sql/monitoring_role.sql) gets rows x the average on-disk row size.
 - the oldest row is `min(timestamp)`, one index probe;
 - rows past retention are counted through the index and capped at `PAST_RETENTION_CAP`:
   beyond it the count says "at least this many" (the oldest-row age says how far behind).
@@ -57,12 +58,13 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import Connection, text
+from sqlalchemy.dialects import postgresql
 
 from pgvigil.collectors.base import Collector, TTLCache
-from pgvigil.collectors.growth import TIMESTAMP_INDEX_SQL
 from pgvigil.config import ApplicationTable
 
 log = logging.getLogger(__name__)
+_IDENTIFIERS = postgresql.dialect().identifier_preparer
 
 WINDOW_SECONDS = 86400
 STRATA = 96
@@ -96,7 +98,7 @@ WITH strata AS (
            max(r.ts) OVER (PARTITION BY s.g) AS last_ts
     FROM strata s
     CROSS JOIN LATERAL (
-        SELECT m.{ts} AS ts, pg_column_size(m.*) AS row_bytes{dims}
+        SELECT m.{ts} AS ts, {row_bytes} AS row_bytes{dims}
         FROM {table} m
         WHERE m.{ts} >= s.lo AND m.{ts} < s.lo + make_interval(secs => :stratum)
         ORDER BY m.{ts}
@@ -118,6 +120,35 @@ TOTAL_GROUP = (
 DIMENSION_GROUP = (
     "SELECT {i} AS dim, d{i} AS value, sum(w), sum(w * row_bytes) FROM weighted GROUP BY d{i}"
 )
+
+# What the connected role may do with the table; no row when the table does not exist.
+ACCESS_SQL = """
+SELECT EXISTS (SELECT 1 FROM pg_index i
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+               WHERE i.indrelid = c.oid AND a.attname = :ts AND i.indisvalid) AS indexed,
+       ARRAY(SELECT col FROM unnest(CAST(:columns AS text[])) AS col
+             WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
+                               WHERE a.attrelid = c.oid AND a.attname = col
+                                 AND a.attnum > 0 AND NOT a.attisdropped)) AS missing,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attname = ANY(CAST(:columns AS text[]))
+               AND a.attnum > 0 AND NOT a.attisdropped
+               AND NOT has_column_privilege(c.oid, a.attnum, 'SELECT')) AS unreadable,
+       has_table_privilege(c.oid, 'SELECT') AS whole_row
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = :schema AND c.relname = :table
+"""
+
+# Only index paths: if statistics ever made a sequential scan look cheaper, the cost would
+# grow with the table. Local to the transaction.
+NO_SEQSCAN_SQL = "SELECT set_config('enable_seqscan', 'off', true)"
+
+SAMPLE_PARAMS = {
+    "window": WINDOW_SECONDS,
+    "stratum": WINDOW_SECONDS / STRATA,
+    "strata": STRATA,
+    "per_stratum": ROWS_PER_STRATUM,
+}
 
 OLDEST_SQL = "SELECT extract(epoch FROM min({ts})) FROM {table}"
 
@@ -165,8 +196,9 @@ class AnalyticsCollector(Collector):
         )
         day_bytes = GaugeMetricFamily(
             "pgvigil_app_bytes_last_24h",
-            "Row bytes added in the last 24 hours (pg_column_size; sampled through the "
-            f"timestamp index, exact for small volumes); {ttl}.",
+            "Row bytes added in the last 24 hours (pg_column_size of rows sampled through "
+            "the timestamp index, exact for small volumes; rows x average on-disk row size "
+            f"when the role may not read whole rows); {ttl}.",
             labels=t_labels,
         )
         dim_rows = GaugeMetricFamily(
@@ -228,64 +260,106 @@ class AnalyticsCollector(Collector):
     def _gather(self) -> dict[str, Insight]:
         insights = {}
         with self.db.engine.connect() as conn:
+            conn.execute(text(NO_SEQSCAN_SQL))
             for app in self.config.application_tables:
-                if self._indexed(conn, app):
-                    insights[app.qualified] = self._insight(conn, app)
+                whole_row = self._readable(conn, app)
+                if whole_row is not None:
+                    insights[app.qualified] = self._insight(conn, app, whole_row)
+            conn.rollback()
         return insights
 
-    def _insight(self, conn: Connection, app: ApplicationTable) -> Insight:
-        quote = conn.dialect.identifier_preparer.quote
-        table = f"{quote(app.schema_)}.{quote(app.name)}"
-        ts = quote(app.timestamp_column)
-        dims = "".join(f", m.{quote(d)}::text AS d{i}" for i, d in enumerate(app.dimensions))
-        groups = "\nUNION ALL\n".join(
-            [TOTAL_GROUP, *(DIMENSION_GROUP.format(i=i) for i in range(len(app.dimensions)))]
-        )
-        sample = conn.execute(
-            text(SAMPLE_SQL.format(table=table, ts=ts, dims=dims, groups=groups)),
-            {
-                "window": WINDOW_SECONDS,
-                "stratum": WINDOW_SECONDS / STRATA,
-                "strata": STRATA,
-                "per_stratum": ROWS_PER_STRATUM,
-            },
-        ).all()
+    def _insight(self, conn: Connection, app: ApplicationTable, whole_row: bool) -> Insight:
+        sample_sql, oldest_sql, past_sql = statements(app, whole_row)
         insight = Insight()
         per_dim: dict[int, dict[str, tuple[float, float]]] = defaultdict(dict)
-        for dim, value, n, b in sample:
+        for dim, value, n, b in conn.execute(text(sample_sql), SAMPLE_PARAMS):
             if dim < 0:
                 insight.bytes_last_24h = float(b or 0.0)
             else:
                 label = NULL_VALUE if value is None else str(value)
-                per_dim[dim][label] = (float(n), float(b))
+                per_dim[dim][label] = (float(n), float(b or 0.0))
+        if not whole_row:  # bytes from the average on-disk row instead of sampled rows
+            per_row = self._average_row_bytes(conn, app)
+            rows_total = sum(n for n, _ in per_dim.get(0, {}).values())
+            insight.bytes_last_24h = rows_total * per_row
+            per_dim = defaultdict(
+                dict,
+                {
+                    i: {v: (n, n * per_row) for v, (n, _) in values.items()}
+                    for i, values in per_dim.items()
+                },
+            )
         for i, dimension in enumerate(app.dimensions):
             insight.dimensions[dimension] = _top_values(per_dim.get(i, {}))
-        insight.oldest = conn.execute(text(OLDEST_SQL.format(table=table, ts=ts))).scalar()
-        if insight.oldest is not None:
-            insight.oldest = float(insight.oldest)
+        oldest = conn.execute(text(oldest_sql)).scalar()
+        insight.oldest = None if oldest is None else float(oldest)
         if app.retention_days is not None:
             insight.past_retention = conn.execute(
-                text(PAST_RETENTION_SQL.format(table=table, ts=ts)),
-                {"days": app.retention_days, "cap": PAST_RETENTION_CAP},
+                text(past_sql), {"days": app.retention_days, "cap": PAST_RETENTION_CAP}
             ).scalar_one()
         return insight
 
-    def _indexed(self, conn: Connection, app: ApplicationTable) -> bool:
+    def _average_row_bytes(self, conn: Connection, app: ApplicationTable) -> float:
+        row = conn.execute(text(SIZES_SQL), {"schema": app.schema_, "table": app.name}).one()
+        return float(row.table_bytes) / float(row.reltuples) if row.reltuples > 0 else 0.0
+
+    def _readable(self, conn: Connection, app: ApplicationTable) -> bool | None:
+        """None when the analytics cannot run on the table without a full scan or an error
+        (warned once, with the fix); else whether whole rows may be read (for row bytes)."""
         found = conn.execute(
-            text(TIMESTAMP_INDEX_SQL),
-            {"schema": app.schema_, "table": app.name, "column": app.timestamp_column},
-        ).one()
-        if found.present and not found.indexed and app.qualified not in self._warned:
-            log.warning(
-                "application table %s has no index starting with %s: its analytics are "
-                "skipped to avoid full scans (CREATE INDEX ON %s (%s))",
-                app.qualified,
-                app.timestamp_column,
-                app.qualified,
-                app.timestamp_column,
+            text(ACCESS_SQL),
+            {
+                "schema": app.schema_,
+                "table": app.name,
+                "ts": app.timestamp_column,
+                "columns": [app.timestamp_column, *app.dimensions],
+            },
+        ).one_or_none()
+        problem = None
+        if found is None:
+            problem = f"application table {app.qualified} does not exist"
+        elif found.missing:
+            problem = f"application table {app.qualified} has no column {', '.join(found.missing)}"
+        elif found.unreadable:
+            columns = ", ".join(found.unreadable)
+            problem = (
+                f"no SELECT privilege on {columns} of application table {app.qualified}: "
+                f"its analytics are skipped (GRANT SELECT ({columns}) ON {app.qualified} TO "
+                "the monitoring role)"
             )
-            self._warned.add(app.qualified)
-        return bool(found.present and found.indexed)
+        elif not found.indexed:
+            problem = (
+                f"application table {app.qualified} has no index starting with "
+                f"{app.timestamp_column}: its analytics are skipped to avoid full scans "
+                f"(CREATE INDEX ON {app.qualified} ({app.timestamp_column}))"
+            )
+        if problem is not None:
+            if app.qualified not in self._warned:
+                log.warning(problem)
+                self._warned.add(app.qualified)
+            return None
+        assert found is not None
+        return bool(found.whole_row)
+
+
+def statements(app: ApplicationTable, whole_row: bool = True) -> tuple[str, str, str]:
+    """The sample, oldest-row and past-retention SQL for one table (the plan test reads them).
+
+    Bind SAMPLE_PARAMS to the first, nothing to the second, `days` and `cap` to the third."""
+    quote = _IDENTIFIERS.quote
+    table = f"{quote(app.schema_)}.{quote(app.name)}"
+    ts = quote(app.timestamp_column)
+    dims = "".join(f", m.{quote(d)}::text AS d{i}" for i, d in enumerate(app.dimensions))
+    groups = "\nUNION ALL\n".join(
+        [TOTAL_GROUP, *(DIMENSION_GROUP.format(i=i) for i in range(len(app.dimensions)))]
+    )
+    # Without SELECT on every column a whole-row reference is refused; sizes come later.
+    row_bytes = "pg_column_size(m.*)" if whole_row else "0"
+    return (
+        SAMPLE_SQL.format(table=table, ts=ts, dims=dims, groups=groups, row_bytes=row_bytes),
+        OLDEST_SQL.format(table=table, ts=ts),
+        PAST_RETENTION_SQL.format(table=table, ts=ts),
+    )
 
 
 def _top_values(values: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
