@@ -1,0 +1,154 @@
+"""No password ever shows: every log, page and error output is grepped for the test passwords.
+
+A throwaway cluster with SCRAM authentication; the exporter (at debug log level, the
+chattiest) gets its password every supported way, right and wrong, and also meets an
+unreachable server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from pgvigil.cli import main
+from tests.support.postgres import Cluster, cluster, free_port
+from tests.support.processes import parse_samples, pgvigil_cmd, sample, stop, wait_http
+
+# Characters that need quoting in URLs and in key=value DSNs, so every escaping path is hit.
+PASSWORD = "Pw-7c2e9f:s@cr/t'x y"
+WRONG = "Wrong-5d1a0b:pw@z"
+FILE_PASSWORD_WRONG = "FileWrong-88e1c4"
+SECRETS = (PASSWORD, WRONG, FILE_PASSWORD_WRONG)
+
+
+def forms(secret: str) -> list[str]:
+    """The ways a password could leak: as is, URL-quoted, DSN-quoted."""
+    return [secret, quote(secret, safe=""), secret.replace("'", "\\'")]
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for secret in SECRETS:
+        for form in forms(secret):
+            assert form not in text, f"a test password leaked into {where}"
+
+
+@pytest.fixture(scope="module")
+def scram_cluster(tmp_path_factory: pytest.TempPathFactory):
+    with cluster(tmp_path_factory.mktemp("scram"), password=PASSWORD) as c:
+        yield c
+
+
+def url(c: Cluster, password: str, port: int | None = None) -> str:
+    return f"postgresql://postgres:{quote(password, safe='')}@127.0.0.1:{port or c.port}/postgres"
+
+
+def kv(c: Cluster, port: int | None = None, password: str | None = None) -> str:
+    dsn = f"host=127.0.0.1 port={port or c.port} user=postgres dbname=postgres"
+    if password is not None:
+        dsn += " password='" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return dsn
+
+
+def scrape_all(tmp_path: Path, env: dict[str, str], args: list[str]) -> tuple[float | None, str]:
+    """Run the exporter at debug level, read every page; (pgvigil_up, all it showed)."""
+    port = free_port()
+    log_path = tmp_path / f"exporter-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            pgvigil_cmd(
+                "--log.level", "debug", "serve", "--web.listen-address", f"127.0.0.1:{port}", *args
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz", proc=proc)
+        pages = [_get(base + path) for path in ("/metrics", "/metrics", "/", "/healthz")]
+    finally:
+        stop(proc)
+    up = sample(parse_samples(pages[0]), "pgvigil_up")
+    return up, "\n".join(pages) + log_path.read_text(errors="replace")
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return str(r.read().decode())
+
+
+def test_exporter_never_shows_a_password(tmp_path: Path, scram_cluster: Cluster) -> None:
+    c = scram_cluster
+    pass_file = tmp_path / "pgpass"
+    pass_file.write_text(PASSWORD + "\n")
+    wrong_file = tmp_path / "wrongpass"
+    wrong_file.write_text(FILE_PASSWORD_WRONG + "\n")
+    config = tmp_path / "pgvigil.yml"
+    config.write_text(
+        f'connection:\n  dsn: "{kv(c)}"\n  password_file: {pass_file}\n'
+        "  connect_timeout_seconds: 2\n"
+    )
+    down = free_port()
+    cases = [
+        ("URL with password", {"DATA_SOURCE_NAME": url(c, PASSWORD)}, [], 1.0),
+        ("key=value with password", {"DATA_SOURCE_NAME": kv(c, password=PASSWORD)}, [], 1.0),
+        (
+            "DATA_SOURCE_PASS_FILE",
+            {"DATA_SOURCE_NAME": kv(c), "DATA_SOURCE_PASS_FILE": str(pass_file)},
+            [],
+            1.0,
+        ),
+        ("config password_file", {}, ["--config.file", str(config)], 1.0),
+        ("URL, wrong password", {"DATA_SOURCE_NAME": url(c, WRONG)}, [], 0.0),
+        ("key=value, wrong password", {"DATA_SOURCE_NAME": kv(c, password=WRONG)}, [], 0.0),
+        (
+            "wrong password file",
+            {"DATA_SOURCE_NAME": kv(c), "DATA_SOURCE_PASS_FILE": str(wrong_file)},
+            [],
+            0.0,
+        ),
+        ("unreachable server", {"DATA_SOURCE_NAME": url(c, PASSWORD, port=down)}, [], 0.0),
+    ]
+    for label, env, args, expected_up in cases:
+        up, shown = scrape_all(tmp_path, env, args)
+        assert up == expected_up, f"{label}: pgvigil_up={up}\n{shown[-2000:]}"
+        assert_no_secret(shown, label)
+        if expected_up == 0.0:
+            assert "level=warning" in shown or "level=error" in shown, label
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        f"postgresql://postgres:{quote(PASSWORD, safe='')}@127.0.0.1:notaport/postgres",
+        f"host=127.0.0.1 password='{WRONG}' port=abc",
+        f"host=127.0.0.1 password={quote(WRONG, safe='')} 'unterminated",
+    ],
+)
+def test_bad_dsn_errors_never_show_the_password(
+    dsn: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATA_SOURCE_NAME", dsn)
+    assert main(["serve", "--check-config"]) == 2
+    out = capsys.readouterr()
+    assert "pgvigil:" in out.err
+    assert "Traceback" not in out.err
+    assert_no_secret(out.out + out.err, "the error output")
+
+
+def test_check_config_describes_without_password(tmp_path: Path, scram_cluster: Cluster) -> None:
+    result = subprocess.run(
+        pgvigil_cmd("serve", "--check-config"),
+        env={"DATA_SOURCE_NAME": url(scram_cluster, PASSWORD), "PATH": "/usr/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"port={scram_cluster.port}" in result.stdout
+    assert_no_secret(result.stdout + result.stderr, "--check-config")
