@@ -309,11 +309,88 @@ def storage(t: Thresholds) -> list[Panel]:
             steps=rising(t.database_size_bytes),
         ),
         Panel(
-            "Rows past retention",
-            "Rows older than the table's retention still in the table (the sidecar's weekly "
-            "report): 0 means the archival job keeps up with the retention policy.",
+            "Rows added by provider (24h)",
+            "Rows added in the last 24 hours to the application tables by provider "
+            "(pgvigil_app_dimension_rows_last_24h, sampled through the timestamp index).",
             "short",
-            [("pgvigil_report_rows_past_retention", "{{schema}}.{{table}}")],
+            [
+                (
+                    "sum by (value) (pgvigil_app_dimension_rows_last_24h"
+                    f'{{dimension="provider", {INSTANCE}}})',
+                    "{{value}}",
+                )
+            ],
+            kind="bargauge",
+            instant=True,
+        ),
+        Panel(
+            "Rows added by message type (24h)",
+            "Rows added in the last 24 hours to the application tables by message type "
+            "(pgvigil_app_dimension_rows_last_24h).",
+            "short",
+            [
+                (
+                    "sum by (value) (pgvigil_app_dimension_rows_last_24h"
+                    f'{{dimension="message_type", {INSTANCE}}})',
+                    "{{value}}",
+                )
+            ],
+            kind="bargauge",
+            instant=True,
+        ),
+        Panel(
+            "Bytes added by provider (24h)",
+            "Row bytes added in the last 24 hours by provider "
+            "(pgvigil_app_dimension_bytes_last_24h): who fills the disk.",
+            "bytes",
+            [
+                (
+                    "sum by (value) (pgvigil_app_dimension_bytes_last_24h"
+                    f'{{dimension="provider", {INSTANCE}}})',
+                    "{{value}}",
+                )
+            ],
+        ),
+        Panel(
+            "Application table size by part",
+            "Heap, indexes and TOAST of each application table (pgvigil_app_table_size_bytes), "
+            "and the average row size.",
+            "bytes",
+            [
+                (
+                    f"pgvigil_app_table_size_bytes{{{INSTANCE}}}",
+                    "{{schema}}.{{table}} {{part}}",
+                ),
+                (f"pgvigil_app_row_size_bytes{{{INSTANCE}}}", "{{schema}}.{{table}} per row"),
+            ],
+            kind="stat",
+        ),
+        Panel(
+            "Retention compliance",
+            "Age of the oldest row as a share of the table's retention "
+            "(pgvigil_app_oldest_row_timestamp_seconds, pgvigil_app_retention_seconds): above "
+            "100% the archival job is behind.",
+            "percentunit",
+            [
+                (
+                    f"(time() - pgvigil_app_oldest_row_timestamp_seconds{{{INSTANCE}}})"
+                    f" / pgvigil_app_retention_seconds{{{INSTANCE}}}",
+                    "{{schema}}.{{table}}",
+                )
+            ],
+            kind="stat",
+            steps=[(GREEN, None), (ORANGE, 1.0), (RED, 1.1)],
+        ),
+        Panel(
+            "Rows past retention",
+            "Rows older than the table's retention still in the table, counted now by the "
+            "exporter (pgvigil_app_rows_past_retention) and in the sidecar's weekly report: 0 "
+            "means the archival job keeps up with the retention policy.",
+            "short",
+            [
+                (f"pgvigil_app_rows_past_retention{{{INSTANCE}}}", "{{schema}}.{{table}} now"),
+                ("pgvigil_report_rows_past_retention", "{{schema}}.{{table}} weekly report"),
+            ],
             kind="stat",
             steps=[(GREEN, None), (ORANGE, 1.0)],
             decimals=0,

@@ -144,7 +144,10 @@ def test_every_panel_query_parses_and_returns_data(observed: Observed) -> None:
         if not empty or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert empty == [], f"panels without data: {empty}\n{observed.sidecar.log()[-3000:]}"
+    assert empty == [], (
+        f"panels without data: {empty}\nexporter log:\n{observed.exporter.log()[-2000:]}"
+        f"\nsidecar log:\n{observed.sidecar.log()[-2000:]}"
+    )
     assert len(results) >= 40
     stale = [k for k in ALLOWED_EMPTY if k not in results]
     assert stale == [], "ALLOWED_EMPTY names panels that no longer exist"
