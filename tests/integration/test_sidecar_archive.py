@@ -1,0 +1,131 @@
+"""Archival on real PostgreSQL: rows past retention move, nothing is lost or duplicated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pgvigil import demodata
+from tests.conftest import Db
+from tests.support.sidecar import in_process, run_job, write_config
+
+COUNTS = """
+SELECT (SELECT count(*) FROM messages),
+       (SELECT count(*) FROM messages WHERE created_at < now() - interval '10 days'),
+       (SELECT count(*) FROM messages_archive),
+       (SELECT count(*) FROM messages_archive WHERE created_at >= now() - interval '10 days')
+"""
+KEYS = "SELECT id FROM messages UNION ALL SELECT id FROM messages_archive"
+
+
+def _settings(**archive: Any) -> dict[str, Any]:
+    return {
+        "application_tables": [{"name": "messages", "retention_days": 10}],
+        "sidecar": {"archive": {"batch_size": 700, "pause_seconds": 0, **archive}},
+    }
+
+
+def _fill(db: Db, rows: int = 3000) -> None:
+    with db.connect() as conn:
+        demodata.insert_history(conn, days=30, rows=rows, conversations=20)
+
+
+def test_archive_moves_old_rows_and_a_rerun_moves_none(database: Db) -> None:
+    _fill(database)
+    before = sorted(r[0] for r in database.execute("SELECT id FROM messages"))
+    with in_process(database.params, _settings()) as sidecar:
+        assert sidecar.run("archive", dry_run=True) == "success"
+        assert "would move 2001 rows" in sidecar.message("archive")
+        assert "(would be created)" in sidecar.message("archive")
+        assert not database.execute("SELECT to_regclass('messages_archive')")[0][0]
+
+        assert sidecar.run("archive") == "success"
+        remaining, old_left, archived, young_archived = database.execute(COUNTS)[0]
+        assert (old_left, young_archived, archived, remaining) == (0, 0, 2001, 999)
+        assert "2001 rows moved in 3 batches" in sidecar.message("archive")
+        assert sorted(r[0] for r in database.execute(KEYS)) == before
+        tables = sidecar.ctx.state.snapshot()["tables"]
+        assert tables[("public", "messages")].archived_rows == 2001
+
+        assert sidecar.run("archive") == "success"
+        assert "nothing past retention" in sidecar.message("archive")
+    assert database.execute(COUNTS)[0][2] == 2001
+
+    # Same columns and a primary key; no FK to conversations, no serial default.
+    cols = database.execute(
+        "SELECT string_agg(attname || ':' || (atthasdef)::text, ',' ORDER BY attnum) "
+        "FROM pg_attribute WHERE attrelid = 'messages_archive'::regclass AND attnum > 0"
+    )[0][0]
+    assert cols == (
+        "id:false,conversation_id:false,provider:false,message_type:false,content:false,"
+        "tokens:false,created_at:false"
+    )
+    constraints = database.execute(
+        "SELECT contype FROM pg_constraint WHERE conrelid = 'messages_archive'::regclass"
+    )
+    assert [c[0] for c in constraints] == ["p"]
+
+
+def test_run_job_archive_prints_progress(machine_db: Db, tmp_path: Path) -> None:
+    _fill(machine_db, rows=1000)
+    config = write_config(
+        tmp_path,
+        {"archive": {"batch_size": 200, "pause_seconds": 0}},
+        application_tables=[{"name": "messages", "retention_days": 10}],
+    )
+    result = run_job(machine_db.dsn, "archive", config)
+    assert result.returncode == 0, result.stderr
+    assert "public.messages: moving rows older than" in result.stdout
+    assert "public.messages: 667 rows moved in 4 batches" in result.stdout
+    assert "rows/s, longest batch" in result.stdout
+
+
+def test_batch_halves_on_lock_timeout_then_gives_up(machine_db: Db) -> None:
+    _fill(machine_db, rows=500)
+    settings = _settings(lock_timeout_seconds=0.2, max_timeouts=2, batch_size=400)
+    with in_process(machine_db.params, settings) as sidecar:
+        with machine_db.connect(autocommit=False) as blocker:
+            # SHARE blocks the DELETE (ROW EXCLUSIVE) but not CREATE TABLE ... LIKE.
+            blocker.execute("LOCK TABLE messages IN SHARE MODE")
+            assert sidecar.run("archive") == "failure"
+            blocker.rollback()
+        assert "public.messages: batch timed out, retrying with 200 rows" in sidecar.lines
+        assert "public.messages: batch timed out, retrying with 100 rows" in sidecar.lines
+        assert "3 batches timed out (last at 100 rows)" in sidecar.message("archive")
+        assert sidecar.ctx.state.snapshot()["tables"][("public", "messages")].timeouts == 3
+        assert machine_db.execute("SELECT count(*) FROM messages")[0][0] == 500
+        # Without the blocker the same job succeeds.
+        assert sidecar.run("archive") == "success"
+    assert machine_db.execute("SELECT count(*) FROM messages_archive")[0][0] == 334
+
+
+def test_archive_without_primary_key_is_refused(machine_db: Db) -> None:
+    _fill(machine_db, rows=200)
+    machine_db.execute("CREATE TABLE messages_archive (LIKE messages)")
+    with in_process(machine_db.params, _settings()) as sidecar:
+        assert sidecar.run("archive") == "failure"
+        assert "messages_archive has no primary key or unique index on (id)" in sidecar.message(
+            "archive"
+        )
+    assert machine_db.execute("SELECT count(*) FROM messages")[0][0] == 200
+
+
+def test_a_key_already_archived_rolls_the_batch_back(machine_db: Db) -> None:
+    _fill(machine_db, rows=200)
+    machine_db.execute(
+        "CREATE TABLE messages_archive (LIKE messages, PRIMARY KEY (id));"
+        "INSERT INTO messages_archive SELECT * FROM messages ORDER BY created_at LIMIT 1"
+    )
+    with in_process(machine_db.params, _settings()) as sidecar:
+        assert sidecar.run("archive") == "failure"
+        assert "1 of 134 rows have keys already in public.messages_archive" in sidecar.message(
+            "archive"
+        )
+    assert machine_db.execute("SELECT count(*) FROM messages")[0][0] == 200
+    assert machine_db.execute("SELECT count(*) FROM messages_archive")[0][0] == 1
+
+
+def test_missing_table_is_a_clear_failure(machine_db: Db) -> None:
+    with in_process(machine_db.params, _settings()) as sidecar:
+        assert sidecar.run("archive") == "failure"
+        assert sidecar.message("archive") == "ArchiveError: table public.messages does not exist"
