@@ -206,7 +206,9 @@ def fragment_sections(groups_dir: Path) -> dict[str, dict[str, Any]]:
     problems = []
     for fragment in sorted(groups_dir.glob("*.yml")):
         try:
-            data = yaml.safe_load(fragment.read_text(encoding="utf-8")) or {}
+            # Placeholders may stand unquoted (`for: {{ … }}`): neutral text lets YAML parse.
+            text = re.sub(r"\{\{.*?\}\}", "0", fragment.read_text(encoding="utf-8"))
+            data = yaml.safe_load(text) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             problems.append(f"{fragment}: cannot read: {e}")
             continue

@@ -1,0 +1,264 @@
+"""The rule files come from one source of thresholds, and never drift from it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pgvigil import rules
+from pgvigil.cli import main
+from pgvigil.config import ConfigError
+from pgvigil.thresholds import DEFAULT_PATH, load_thresholds, thresholds_from
+
+RULES_DIR = DEFAULT_PATH.parent
+ALERT_NAMES = {
+    "PgvigilDatabaseSizeHigh",
+    "PgvigilGrowthHigh",
+    "PgvigilResponseSlow",
+    "PgvigilDiskUsageHigh",
+    "PgvigilExporterDown",
+    "PgvigilDatabaseUnreachable",
+    "PgvigilCollectorFailing",
+    "PgvigilCacheHitRatioLow",
+    "PgvigilWatchdog",
+}
+
+
+def _rules(text: str) -> list[dict]:
+    return [r for g in yaml.safe_load(text)["groups"] for r in g["rules"]]
+
+
+def test_committed_rules_match_their_source() -> None:
+    rendered = rules.render(load_thresholds())
+    assert rules.drift(rendered, RULES_DIR) == [], (
+        "rules/recording.yml or rules/alerts.yml differ from rules/thresholds.yml + templates: "
+        "run `pgvigil rules render` and commit the result"
+    )
+
+
+def test_shipped_thresholds_are_the_design_seed_values() -> None:
+    t = load_thresholds()
+    assert t.database_size_bytes.warning == 500 * 1024**2
+    assert t.database_size_bytes.critical == 1024**3
+    assert (t.growth_rows_per_day.warning, t.growth_rows_per_day.critical) == (100, 1000)
+    assert [x.qualified for x in t.growth_rows_per_day.tables] == ["public.messages"]
+    assert (t.response_seconds.warning, t.response_seconds.critical) == (1, 5)
+    assert (t.disk_used_ratio.warning, t.disk_used_ratio.critical) == (0.8, 0.95)
+
+
+def test_every_alert_follows_the_house_style() -> None:
+    alerts = _rules((RULES_DIR / "alerts.yml").read_text())
+    runbook = (RULES_DIR / "RUNBOOK.md").read_text()
+    anchors = {h.strip().lower() for h in re.findall(r"^## (.+)$", runbook, re.M)}
+    assert ALERT_NAMES <= {a["alert"] for a in alerts}
+    for a in alerts:
+        name = a["alert"]
+        assert re.fullmatch(r"Pgvigil[A-Z][A-Za-z]+", name)
+        assert a.get("for"), name
+        assert a["labels"]["severity"] in (
+            ("none",) if name == "PgvigilWatchdog" else ("warning", "critical")
+        )
+        summary = a["annotations"]["summary"]
+        assert summary.endswith(".") and summary.count(". ") == 0, name
+        assert "$value" in a["annotations"]["description"], name
+        assert a["annotations"]["runbook_url"].endswith(f"RUNBOOK.md#{name.lower()}"), name
+        assert name.lower() in anchors, f"RUNBOOK.md has no section for {name}"
+    for name in ALERT_NAMES - {"PgvigilExporterDown", "PgvigilDatabaseUnreachable"}:
+        if name in ("PgvigilCollectorFailing", "PgvigilWatchdog"):
+            continue
+        severities = sorted(a["labels"]["severity"] for a in alerts if a["alert"] == name)
+        assert severities == ["critical", "warning"], name
+
+
+def test_recording_rules_the_dashboards_use_exist() -> None:
+    records = {r["record"] for r in _rules((RULES_DIR / "recording.yml").read_text())}
+    assert {
+        "pgvigil:table_rows_per_day:rate1h",
+        "pgvigil:cache_hit_ratio:rate5m",
+        "pgvigil:filesystem_used:ratio",
+        "pgvigil:connection_latency_seconds:avg5m",
+        "pgvigil:uptime:ratio1d",
+        "pgvigil:database_size_bytes:days_until_critical",
+        "pgvigil:filesystem:days_until_full",
+        "pgvigil:health_component_score",
+        "pgvigil:health_score",
+        "pgvigil:health_status",
+        "pgvigil:health_score:delta1h",
+    } <= records
+    for name in records:
+        assert re.fullmatch(r"pgvigil:[a-z_]+:[a-z0-9_]+|pgvigil:health_[a-z_]+", name), name
+
+
+def test_a_changed_threshold_and_table_list_flow_into_the_rules() -> None:
+    t = thresholds_from(
+        {
+            "database_size_bytes": {"warning": "100MiB", "critical": "2GB", "for": "1m"},
+            "growth_rows_per_day": {"tables": ["messages", "audit.events"]},
+        }
+    )
+    out = rules.render(t)
+    size = [r for r in _rules(out["alerts.yml"]) if r["alert"] == "PgvigilDatabaseSizeHigh"]
+    assert [r["expr"] for r in size] == [
+        "pgvigil_database_size_bytes{} > 104857600",
+        "pgvigil_database_size_bytes{} > 2000000000",
+    ]
+    assert {r["for"] for r in size} == {"1m"}
+    assert "threshold of 100MiB." in size[0]["annotations"]["description"]
+    growth = [
+        r["expr"]
+        for r in _rules(out["recording.yml"])
+        if r["record"] == "pgvigil:table_rows_per_day:rate1h"
+    ]
+    assert growth == [
+        '86400 * rate(pgvigil_table_rows_inserted_total{schema="public", table="messages"}[1h])',
+        '86400 * rate(pgvigil_table_rows_inserted_total{schema="audit", table="events"}[1h])',
+    ]
+
+
+def test_database_scope_becomes_label_matchers() -> None:
+    t = thresholds_from({"database_size_bytes": {"include": "chat.*", "exclude": "template.*"}})
+    expr = _rules(rules.render(t)["alerts.yml"])[0]["expr"]
+    assert expr == (
+        'pgvigil_database_size_bytes{datname=~"chat.*", datname!~"template.*"} > 524288000'
+    )
+
+
+def test_threshold_problems_are_all_reported_with_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.yml"
+    path.write_text(
+        "database_size_bytes:\n"
+        "  warning: 2GiB\n"
+        "  critical: 1GiB\n"
+        "response_seconds:\n"
+        "  warning: fast\n"
+        "disk_used_ratio:\n"
+        "  for: soon\n"
+        "cache_hit_ratio:\n"
+        "  warning: 0.5\n"
+        "colour: red\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_thresholds(path)
+    text = "\n".join(e.value.problems)
+    assert f"{path}:2: database_size_bytes: warning (2147483648) must be below critical" in text
+    assert f"{path}:5: response_seconds.warning:" in text
+    assert f"{path}:7: disk_used_ratio.for: 'soon' is not a Prometheus duration" in text
+    assert "cache_hit_ratio: warning (0.5) must be above critical (0.8)" in text
+    assert f"{path}:10: colour: unknown key" in text
+
+
+def test_missing_thresholds_file_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_thresholds(tmp_path / "nope.yml")
+    assert e.value.problems == [f"{tmp_path / 'nope.yml'}: no such file"]
+
+
+def _rules_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "rules"
+    shutil.copytree(RULES_DIR / "templates", root / "templates")
+    shutil.copy(RULES_DIR / "thresholds.yml", root / "thresholds.yml")
+    (root / "groups").mkdir()
+    return root
+
+
+FRAGMENT = """\
+thresholds:
+  sidecar:
+    job_stale_after: 26h
+    for: 10m
+groups:
+  - name: pgvigil-sidecar
+    rules:
+      - alert: PgvigilSidecarJobNotSucceeding
+        expr: >-
+          time() - pgvigil_sidecar_job_last_success_timestamp_seconds
+          > {{ thresholds.sidecar.job_stale_after | seconds }}
+        for: {{ thresholds.sidecar.for }}
+        labels:
+          severity: warning
+        annotations:
+          summary: A maintenance job has not succeeded for too long.
+          description: 'Job {{ $labels.task }} last succeeded {{ $value | humanizeDuration }} ago.'
+          runbook_url: '{{ thresholds.runbook_base_url }}#pgvigilsidecarjobnotsucceeding'
+"""
+
+
+def test_fragments_add_groups_and_their_thresholds(tmp_path: Path) -> None:
+    root = _rules_dir(tmp_path)
+    (root / "groups" / "sidecar.yml").write_text(FRAGMENT)
+    out = rules.render(load_thresholds(root / "thresholds.yml"), root)
+    groups = [g["name"] for g in yaml.safe_load(out["alerts.yml"])["groups"]]
+    assert groups == ["pgvigil-alerts", "pgvigil-sidecar"]
+    rule = _rules(out["alerts.yml"])[-1]
+    assert rule["expr"].endswith("> 93600")
+    assert rule["for"] == "10m"
+    assert rule["annotations"]["description"] == (
+        "Job {{ $labels.task }} last succeeded {{ $value | humanizeDuration }} ago."
+    )
+
+    # A user overrides a fragment's threshold in thresholds.yml, like a built-in one.
+    thresholds = root / "thresholds.yml"
+    thresholds.write_text(thresholds.read_text() + "sidecar:\n  job_stale_after: 2h\n")
+    out = rules.render(load_thresholds(thresholds), root)
+    assert _rules(out["alerts.yml"])[-1]["expr"].endswith("> 7200")
+    assert load_thresholds(thresholds).section("sidecar") == {
+        "job_stale_after": "2h",
+        "for": "10m",
+    }
+
+    thresholds.write_text(thresholds.read_text() + "  job_stale_afterr: 3h\n")
+    with pytest.raises(ConfigError) as e:
+        load_thresholds(thresholds)
+    assert "sidecar.job_stale_afterr: unknown key" in e.value.problems[0]
+
+
+def test_fragment_mistakes_are_errors(tmp_path: Path) -> None:
+    root = _rules_dir(tmp_path)
+    bad = root / "groups" / "bad.yml"
+    bad.write_text(
+        "groups:\n  - name: x\n    rules:\n      - alert: A\n"
+        "        expr: a > {{ thresholds.nope.x }}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        rules.render(load_thresholds(root / "thresholds.yml"), root)
+    assert e.value.problems == [f"{bad}:5: unknown threshold 'thresholds.nope.x'"]
+
+    bad.write_text(
+        "groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: a\n"
+        "      - record: b:c:d\n        expr: b\n"
+    )
+    with pytest.raises(ConfigError, match="mixes alert and recording rules"):
+        rules.render(load_thresholds(root / "thresholds.yml"), root)
+
+    bad.write_text("groups:\n  - name: pgvigil-alerts\n    rules: []\n")
+    with pytest.raises(ConfigError, match="group name 'pgvigil-alerts' already used"):
+        rules.render(load_thresholds(root / "thresholds.yml"), root)
+
+
+def test_render_and_check_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _rules_dir(tmp_path)
+    assert main(["rules", "render", "--rules.dir", str(root)]) == 0
+    assert "recording.yml (16 rules)" in capsys.readouterr().out
+
+    # Someone edits a threshold but forgets to render: check reports the drift.
+    thresholds = root / "thresholds.yml"
+    thresholds.write_text(thresholds.read_text().replace("warning: 500MiB", "warning: 400MiB"))
+    assert main(["rules", "check", "--rules.dir", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "drift: the rule files differ from their source" in out
+    assert "+        expr: pgvigil_database_size_bytes{} > 419430400" in out
+
+
+def test_render_with_a_thresholds_file_elsewhere(tmp_path: Path) -> None:
+    override = tmp_path / "lowered.yml"
+    override.write_text("database_size_bytes:\n  warning: 1MiB\n  critical: 2MiB\n  for: 0s\n")
+    out_dir = tmp_path / "out"
+    argv = ["rules", "render", "--thresholds.file", str(override), "--output.dir", str(out_dir)]
+    assert main(argv) == 0
+    alerts = _rules((out_dir / "alerts.yml").read_text())
+    assert alerts[0]["expr"] == "pgvigil_database_size_bytes{} > 1048576"
+    assert alerts[0]["for"] == "0s"
