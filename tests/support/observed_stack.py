@@ -94,7 +94,12 @@ def pgvigil_sidecar(tmp_path: Path, args: Sequence[str], env: dict[str, str]) ->
 
 @contextmanager
 def observed_stack(
-    server: Server, tmp_path: Path, *, history_rows: int = 4000, rate: float = 20
+    server: Server,
+    tmp_path: Path,
+    *,
+    history_rows: int = 4000,
+    rate: float = 20,
+    extra_rule_files: Sequence[Path] = (),
 ) -> Iterator[Observed]:
     dbname = server.create_database()
     try:
@@ -119,7 +124,7 @@ def observed_stack(
                         "pgvigil": [exporter.url.removeprefix("http://")],
                         "pgvigil-sidecar": [sidecar.url.removeprefix("http://")],
                     },
-                    rule_files=RULE_FILES,
+                    rule_files=[*RULE_FILES, *extra_rule_files],
                 )
             )
             yield Observed(prom, exporter, sidecar, dbname, inserter)
