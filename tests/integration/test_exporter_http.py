@@ -68,7 +68,9 @@ def test_concurrent_scrapes_share_a_couple_of_connections(chat: Db, tmp_path: Pa
             with chat.server.connect("postgres") as conn:
                 while not done.is_set():
                     row = conn.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgvigil'"
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE application_name = 'pgvigil' AND datname = %s",
+                        (chat.name,),
                     ).fetchone()
                     peak = max(peak, row[0])
 

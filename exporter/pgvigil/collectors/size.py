@@ -33,5 +33,6 @@ class SizeCollector(Collector):
             labels=["datname"],
         )
         for row in self.query(DATABASE_SIZES_SQL):
-            size.add_metric([row.datname], float(row.bytes))
+            if row.bytes is not None:  # NULL: the database was dropped while we looked
+                size.add_metric([row.datname], float(row.bytes))
         return [size]
