@@ -1,0 +1,168 @@
+"""`pgvigil alerts` against a real Alertmanager (alerts posted to its API as Prometheus would)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pgvigil.alertmanager import effective_config
+from pgvigil.alerts import DEFAULT_CONFIG
+from tests.support.postgres import wait_until
+from tests.support.processes import pgvigil_cmd
+from tests.support.stack import Alertmanager, alertmanager, smtp_sink
+
+
+@pytest.fixture(scope="module")
+def am(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
+    tmp = tmp_path_factory.mktemp("am")
+    with smtp_sink() as smtp:
+        config = effective_config(
+            DEFAULT_CONFIG.read_text(),
+            {"PGVIGIL_SMTP_SMARTHOST": smtp.smarthost, "PGVIGIL_ALERT_EMAIL_TO": "t@test"},
+        )
+        with alertmanager(tmp, config) as am:
+            yield am
+
+
+def post_alerts(am: Alertmanager, *alerts: dict[str, str]) -> None:
+    now = datetime.now(UTC)
+    body = [
+        {
+            "labels": {"job": "pgvigil", **labels},
+            "annotations": {"summary": "test."},
+            "startsAt": now.isoformat(),
+            "endsAt": (now + timedelta(minutes=5)).isoformat(),
+        }
+        for labels in alerts
+    ]
+    request = urllib.request.Request(
+        am.url + "/api/v2/alerts",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def pgvigil(am_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        pgvigil_cmd("alerts", *args, "--alertmanager.url", am_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_list_shows_state_inhibition_and_watchdog(am: Alertmanager) -> None:
+    size = {"alertname": "PgvigilDatabaseSizeHigh", "instance": "db1:9839", "datname": "chat"}
+    post_alerts(
+        am,
+        {**size, "severity": "warning"},
+        {**size, "severity": "critical"},
+        {"alertname": "PgvigilWatchdog", "severity": "none"},
+    )
+    wait_until(lambda: len(am.alerts()) >= 3, timeout=10)
+    result = pgvigil(am.url, "list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ALERT", "SEVERITY", "INSTANCE", "STATE", "SINCE", "DETAILS"]
+    critical = next(line for line in lines if " critical " in line)
+    warning = next(line for line in lines if " warning " in line)
+    assert "PgvigilDatabaseSizeHigh" in critical and "firing" in critical
+    assert "datname=chat" in critical
+    assert "inhibited (its critical fires)" in warning
+    assert lines[-1] == "watchdog: firing (Prometheus -> Alertmanager works)"
+    assert not any("PgvigilWatchdog" in line for line in lines[:-1])
+
+
+def test_ack_silences_and_unack_expires(am: Alertmanager) -> None:
+    disk = {"alertname": "PgvigilDiskUsageHigh", "instance": "db2:9839", "severity": "warning"}
+    other = {**disk, "instance": "db3:9839"}
+    post_alerts(am, disk, other)
+    wait_until(lambda: len(am.alerts()) >= 2, timeout=10)
+
+    result = pgvigil(
+        am.url,
+        "ack",
+        "PgvigilDiskUsageHigh",
+        "instance=db2:9839",
+        "--for",
+        "4h",
+        "--comment",
+        "growing the volume",
+        "--author",
+        "ann",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(
+        'acknowledged 1 alert(s) matching alertname="PgvigilDiskUsageHigh", '
+        'instance="db2:9839" until '
+    )
+    [silence] = [s for s in am.silences() if s["status"]["state"] == "active"]
+    assert silence["createdBy"] == "ann" and silence["comment"] == "growing the volume"
+    hours = (
+        datetime.fromisoformat(silence["endsAt"].replace("Z", "+00:00"))
+        - datetime.fromisoformat(silence["startsAt"].replace("Z", "+00:00"))
+    ).total_seconds() / 3600
+    assert 3.9 < hours <= 4.01
+
+    def state(instance: str) -> str:
+        alert = next(
+            a
+            for a in am.alerts()
+            if a["labels"]["alertname"] == "PgvigilDiskUsageHigh"
+            and a["labels"]["instance"] == instance
+        )
+        return str(alert["status"]["state"])
+
+    assert state("db2:9839") == "suppressed"
+    assert state("db3:9839") == "active"
+    listed = pgvigil(am.url).stdout
+    assert "acked by ann until " in next(x for x in listed.splitlines() if "db2:9839" in x)
+
+    result = pgvigil(am.url, "unack", "PgvigilDiskUsageHigh")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"expired silence {silence['id']} (")
+    assert state("db2:9839") == "active"
+
+    again = pgvigil(am.url, "unack", silence["id"])
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"pgvigil: no active silence with id {silence['id']}"
+
+
+def test_ack_by_silence_id_roundtrip(am: Alertmanager) -> None:
+    result = pgvigil(am.url, "ack", 'alertname=~"PgvigilNothing.*"', "--comment", "pre-emptive")
+    assert result.returncode == 0, result.stderr
+    assert "note: no alert matches right now" in result.stdout
+    silence_id = result.stdout.split("silence ")[1].split(";")[0]
+    result = pgvigil(am.url, "unack", silence_id)
+    assert result.returncode == 0 and silence_id in result.stdout
+
+
+def test_unreachable_alertmanager_is_one_clear_line(tmp_path: Path) -> None:
+    from tests.support.postgres import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (["list"], ["ack", "PgvigilX", "--comment", "x"], ["unack", "PgvigilX"]):
+        result = pgvigil(url, *args)
+        assert result.returncode == 1
+        assert (
+            result.stderr
+            == f"pgvigil: cannot reach Alertmanager at {url}: [Errno 111] Connection refused\n"
+        )
+
+
+def test_bad_input_exits_2(am: Alertmanager) -> None:
+    result = pgvigil(am.url, "ack", "disk full", "--comment", "x")
+    assert result.returncode == 2
+    assert "is not an alert name or a matcher" in result.stderr
+    result = pgvigil(am.url, "ack", "PgvigilX", "--for", "soon", "--comment", "x")
+    assert result.returncode == 2
+    assert "'soon' is not a duration" in result.stderr
