@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from pgvigil.configtypes import Identifier, Seconds, Strict
 from pgvigil.queries import CustomQuery, check_unique
@@ -162,30 +162,44 @@ def load(path: str | os.PathLike[str] | None) -> Config:
     """Read and validate a config file; None gives the defaults."""
     if path is None:
         return Config()
+    data, root = read_yaml(path)
+    return validate(data, source=str(path), root=root)
+
+
+def read_yaml(path: str | os.PathLike[str], what: str = "file") -> tuple[dict[str, Any], Any]:
+    """A YAML mapping and its node tree (for line numbers); any problem is a ConfigError.
+    Shared by every YAML file pgvigil reads: config, thresholds, web config."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+        raise ConfigError([f"{path}: cannot read the {what}: {e.strerror}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(
-            [f"{path}:{_yaml_place(e)}: not valid YAML: {_yaml_problem(e)}"]
-        ) from None
+        problem = f"{path}:{_yaml_place(e)}: not valid YAML: {_yaml_problem(e)}"
+        raise ConfigError([problem]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([f"{path}:1: the top level must be a mapping of sections"])
-    return validate(data, source=str(path), root=root)
+        raise ConfigError([f"{path}:1: the top level must be a mapping"])
+    return data, root
 
 
 def validate(data: dict[str, Any], *, source: str = "<config>", root: Any = None) -> Config:
+    return validate_model(Config, data, source=source, root=root)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_model(model: type[M], data: Any, *, source: str, root: Any = None) -> M:
+    """Validate data into model; every problem at once, each with its place in the file."""
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise ConfigError(describe_errors(e, source=source, root=root)) from None
 
