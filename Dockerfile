@@ -12,7 +12,10 @@ FROM python:3.11.10-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels pgvigil \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pgvigil
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pgvigil \
+ && install -d -o 10001 -g 10001 /var/lib/pgvigil
+# Reports and rendered configs; a named volume mounted here inherits the owner.
+VOLUME /var/lib/pgvigil
 USER 10001:10001
 EXPOSE 9839 9840
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \

@@ -5,8 +5,8 @@ fire and emails arrive; the end-to-end tests use the same functions. Everything 
 127.0.0.1 on free ports, lives in one work directory and stops with `Stack.stop()`.
 
 The configs are the repository's: `prometheus.yml` with its targets, intervals and rule paths
-rewritten for loopback, the rules from `rules/`, and `alertmanager.yml` (else
-`docker/alertmanager.yml`) with its mail sent to the local sink. Mails land as `.eml` files in
+rewritten for loopback, the rules from `rules/`, and `alertmanager.yml` rendered as
+`pgvigil alerts config` does, with its mail sent to the local sink. Mails land as `.eml` files in
 `<workdir>/mail/` and each one is announced on stdout.
 """
 
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pgvigil.alertmanager import effective_config
 
 log = logging.getLogger(__name__)
 
@@ -91,27 +93,22 @@ def prometheus_config(
 
 
 def alertmanager_config(smtp: str, root: Path = ROOT, fast: bool = True) -> dict[str, Any]:
-    """The project's Alertmanager routing with mail to `smtp` (host:port, no TLS).
+    """The project's alertmanager.yml as `pgvigil alerts config` renders it, with mail to the
+    sink at `smtp` (host:port, no TLS, no auth).
 
     `fast` shortens grouping waits so that a demo or test sees a mail within seconds."""
-    source = root / "alertmanager.yml"
-    if not source.exists():
-        source = root / "docker" / "alertmanager.yml"
-    config: dict[str, Any] = yaml.safe_load(source.read_text())
-    config.setdefault("global", {})
-    config["global"].update(
-        {"smtp_smarthost": smtp, "smtp_require_tls": False, "smtp_hello": "localhost"}
-    )
+    env = {
+        "PGVIGIL_SMTP_SMARTHOST": smtp,
+        "PGVIGIL_SMTP_REQUIRE_TLS": "false",
+        "PGVIGIL_SMTP_FROM": "pgvigil@localhost",
+        "PGVIGIL_ALERT_EMAIL_TO": "dba@localhost",
+    }
+    text = effective_config((root / "alertmanager.yml").read_text(encoding="utf-8"), env)
+    config: dict[str, Any] = yaml.safe_load(text)
     for key in ("smtp_auth_username", "smtp_auth_password", "smtp_auth_password_file"):
         config["global"].pop(key, None)
     if fast:
         _fast_route(config["route"])
-    for receiver in config.get("receivers", []):
-        for mail in receiver.get("email_configs", []):
-            mail.pop("smarthost", None)
-            mail["require_tls"] = False
-            for key in ("auth_username", "auth_password", "auth_password_file"):
-                mail.pop(key, None)
     return config
 
 

@@ -58,6 +58,8 @@ def test_the_whole_stack_is_there(compose: dict[str, Any]) -> None:
     )
     assert "mailpit" in services
     for name, service in services.items():
+        if service.get("restart") == "no":
+            continue  # a one-shot step; others wait for it to complete, not to be healthy
         assert "healthcheck" in service, f"{name} has no health check"
 
 
@@ -131,24 +133,79 @@ def test_prometheus_scrapes_both_pgvigil_jobs_at_compose_services(
     assert am.split(":")[0] in compose["services"]
 
 
-def test_compose_alertmanager_config_routes_like_the_projects() -> None:
-    amtool = shutil.which("amtool")
-    assert amtool
-    out = subprocess.run(
-        [amtool, "check-config", "docker/alertmanager.yml"],
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path (or volume name) of a service's volumes."""
+    return {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
+
+
+def test_alertmanager_runs_the_projects_config_rendered_for_mailpit(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    render = compose["services"]["alertmanager-config"]
+    assert render["command"][:2] == ["alerts", "config"]
+    source = mounts(render)[render["command"][render["command"].index("--file") + 1]]
+    assert source == "./alertmanager.yml"
+    env = {k: interpolate(v) for k, v in render["environment"].items()}
+    out = tmp_path / "alertmanager.yml"
+    result = subprocess.run(
+        [*PGVIGIL, "alerts", "config", "--file", source, "--output", str(out)],
         cwd=ROOT,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert out.returncode == 0, out.stdout + out.stderr
-    mine = yaml.safe_load((ROOT / "docker" / "alertmanager.yml").read_text())
-    assert mine["global"]["smtp_smarthost"] == "mailpit:1025"
-    project = ROOT / "alertmanager.yml"
-    if project.exists():
-        theirs = yaml.safe_load(project.read_text())
-        assert mine["inhibit_rules"] == theirs["inhibit_rules"]
-        assert mine["route"]["group_by"] == theirs["route"]["group_by"]
+    assert result.returncode == 0, result.stderr
+    rendered = yaml.safe_load(out.read_text())
+    assert rendered["global"]["smtp_smarthost"] == "mailpit:1025"
+    assert "1025" in compose["services"]["mailpit"]["expose"]
+    amtool = shutil.which("amtool")
+    assert amtool
+    check = subprocess.run(
+        [amtool, "check-config", str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # Alertmanager reads the rendered file from the volume the render step wrote it to.
+    am = compose["services"]["alertmanager"]
+    (config_flag,) = [a for a in am["command"] if a.startswith("--config.file=")]
+    config_path = Path(config_flag.split("=", 1)[1])
+    volume = mounts(am)[str(config_path.parent)]
+    written = Path(render["command"][render["command"].index("--output") + 1])
+    assert mounts(render)[str(written.parent)] == volume
+    assert written.name == config_path.name
+    assert am["depends_on"]["alertmanager-config"]["condition"] == (
+        "service_completed_successfully"
+    )
+
+
+def test_sidecar_accepts_its_config_as_the_container_sees_it(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    service = compose["services"]["sidecar"]
+    files = mounts(service)
+    config = yaml.safe_load((ROOT / "docker" / "pgvigil.yml").read_text())
+    # Paths inside the container, mapped back to what compose mounts there.
+    thresholds = config["sidecar"]["thresholds_file"]
+    config["sidecar"]["thresholds_file"] = str(ROOT / files[thresholds])
+    reports = Path(config["sidecar"]["report"]["directory"])
+    assert files[str(reports.parent)] in compose["volumes"]
+    config["sidecar"]["report"]["directory"] = str(tmp_path / "reports")
+    local = tmp_path / "pgvigil.yml"
+    local.write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        "DATA_SOURCE_NAME": interpolate(service["environment"]["DATA_SOURCE_NAME"]),
+    }
+    result = subprocess.run(
+        [*PGVIGIL, "sidecar", "--check-config", "--config.file", str(local)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "user=pgvigil_maintenance" in result.stdout
 
 
 def test_pgvigil_services_accept_their_config_and_dsn(compose: dict[str, Any]) -> None:
