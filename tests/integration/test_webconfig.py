@@ -15,6 +15,7 @@ from pgvigil.config import ConfigError
 from pgvigil.web import make_server
 from tests.support.postgres import free_port
 from tests.support.processes import pgvigil_cmd
+from tests.support.sidecar import write_config
 from tests.support.tls import (
     Pki,
     basic,
@@ -180,3 +181,21 @@ def test_bcrypt_outcomes_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [auth.allowed(header) for _ in range(5)] == [True] * 5
     assert not auth.allowed(basic(USER, "wrong")["Authorization"])
     assert len(calls) == 2
+
+
+def test_sidecar_serves_tls_with_basic_auth(tmp_path: Path, pki: Pki, machine_db) -> None:
+    web = write_web_config(tmp_path / "web.yml", pki)
+    config = write_config(tmp_path, {})
+    ctx = client_context(pki)
+    env = {"DATA_SOURCE_NAME": machine_db.dsn}
+    command = ["sidecar", "--config.file", str(config), "--web.config.file", str(web)]
+    with pgvigil_tls(tmp_path, command, ctx, basic(USER, PASSWORD), env) as p:
+        assert https_get(p.port, "/metrics", ctx).status == 401
+        assert https_get(p.port, "/status", ctx, basic(USER, "nope")).status == 401
+        right = https_get(p.port, "/metrics", ctx, basic(USER, PASSWORD))
+        assert right.status == 200
+        assert "pgvigil_sidecar_build_info" in right.body
+        plain = http_get(p.port, "/metrics")
+        assert plain.status == 400
+        assert "pgvigil_sidecar" not in plain.body
+        assert PASSWORD not in p.log()
