@@ -13,11 +13,14 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
 import pytest
 
+from pgvigil import demodata
 from pgvigil.cli import main
 from tests.support.postgres import Cluster, cluster, free_port
 from tests.support.processes import parse_samples, pgvigil_cmd, sample, stop, wait_http
+from tests.support.sidecar import pgvigil_sidecar, write_config
 
 # Characters that need quoting in URLs and in key=value DSNs, so every escaping path is hit.
 PASSWORD = "Pw-7c2e9f:s@cr/t'x y"
@@ -152,3 +155,47 @@ def test_check_config_describes_without_password(tmp_path: Path, scram_cluster: 
     assert result.returncode == 0, result.stderr
     assert f"port={scram_cluster.port}" in result.stdout
     assert_no_secret(result.stdout + result.stderr, "--check-config")
+
+
+def test_sidecar_and_jobs_never_show_a_password(tmp_path: Path, scram_cluster: Cluster) -> None:
+    c = scram_cluster
+    with psycopg.connect(**c.server.conninfo("postgres")) as conn:
+        demodata.insert_history(conn, days=40, rows=300, conversations=5)
+    pass_file = tmp_path / "pgpass"
+    pass_file.write_text(PASSWORD + "\n")
+    config = write_config(
+        tmp_path,
+        {"archive": {"batch_size": 50, "min_batch_size": 10, "pause_seconds": 0}},
+        application_tables=[{"name": "messages", "retention_days": 30}],
+    )
+    shown: list[str] = []
+
+    for label, dsn in [("right", url(c, PASSWORD)), ("wrong", url(c, WRONG))]:
+        with pgvigil_sidecar(tmp_path, dsn, config) as p:
+            pages = [p.get(path) for path in ("/metrics", "/status", "/", "/healthz")]
+            shown += [*pages, p.log()]
+        assert "pgvigil_sidecar_build_info" in pages[0], label
+
+    jobs = [
+        ("weekly_report", kv(c), {"DATA_SOURCE_PASS_FILE": str(pass_file)}, 0),
+        ("archive", url(c, PASSWORD), {}, 0),
+        ("analyze", kv(c, password=PASSWORD), {}, 0),
+        ("weekly_report", url(c, WRONG), {}, 1),
+        ("analyze", kv(c, password=WRONG), {}, 1),
+        ("archive", url(c, PASSWORD, port=free_port()), {}, 1),
+    ]
+    for job, dsn, extra_env, expected in jobs:
+        result = subprocess.run(
+            pgvigil_cmd("--log.level", "debug", "run-job", job, "--config.file", str(config)),
+            env={**os.environ, "DATA_SOURCE_NAME": dsn, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == expected, f"{job}: {result.stderr}"
+        shown += [result.stdout, result.stderr]
+
+    reports = sorted((tmp_path / "reports").glob("*"))
+    assert any(r.suffix == ".json" for r in reports) and any(r.suffix == ".md" for r in reports)
+    shown += [r.read_text() for r in reports]
+    assert_no_secret("\n".join(shown), "the sidecar's pages, logs, job output or reports")
