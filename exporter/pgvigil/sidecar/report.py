@@ -381,6 +381,10 @@ def write(directory: Path, data: dict[str, Any], keep: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = directory / f"report-{stamp}"
+    n = 1
+    while base.with_suffix(".json").exists():  # two reports within one second
+        n += 1
+        base = directory / f"report-{stamp}-{n}"
     text = json.dumps(data, indent=2)
     markdown = render_markdown(data)
     # Write-then-rename: a reader never sees a half-written report.
@@ -391,7 +395,9 @@ def write(directory: Path, data: dict[str, Any], keep: int) -> Path:
         shutil.copyfile(base.with_suffix(suffix), directory / f"latest{suffix}.tmp")
         (directory / f"latest{suffix}.tmp").replace(directory / f"latest{suffix}")
     for suffix in (".json", ".md"):
-        for old in sorted(directory.glob(f"report-*{suffix}"), reverse=True)[keep + 1 :]:
+        reports = directory.glob(f"report-*{suffix}")
+        newest_first = sorted(reports, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+        for old in newest_first[keep + 1 :]:
             old.unlink()
     return base.with_suffix(".md")
 
