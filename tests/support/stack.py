@@ -20,6 +20,7 @@ is off (Alertmanager would otherwise bind 0.0.0.0:9094).
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import time
 import urllib.parse
@@ -171,6 +172,7 @@ def prometheus(
         f"--config.file={workdir / 'prometheus.yml'}",
         f"--storage.tsdb.path={workdir / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.external-url={url}",
         "--web.enable-lifecycle",
         *extra_args,
     ]
@@ -273,6 +275,8 @@ def smtp_sink() -> Iterator[SmtpSink]:
             sink.messages.append(message)
             return "250 OK"
 
+    # aiosmtpd logs every SMTP command at INFO: noise in a test's output.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     controller = Controller(Handler(), hostname=sink.host, port=sink.port)
     controller.start()
     try:
