@@ -117,6 +117,35 @@ GROUP BY r.rolname
 """
 
 
+TOP_STATEMENTS_SQL = """
+SELECT r.rolname, s.calls, s.total_exec_time, s.shared_blks_hit, left(regexp_replace(s.query,
+       '\\s+', ' ', 'g'), 160)
+FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+WHERE r.rolname = ANY(%s)
+ORDER BY s.total_exec_time DESC
+"""
+
+
+def top_statements(
+    conn: psycopg.Connection[Any], per_exporter: int = 5
+) -> dict[str, list[dict[str, Any]]]:
+    """The costliest statements of each exporter: which query to look at first."""
+    names = {role: name for name, role in ROLES.items()}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for role, calls, ms, hit, query in conn.execute(TOP_STATEMENTS_SQL, [list(ROLES.values())]):
+        rows = out.setdefault(names[role], [])
+        if len(rows) < per_exporter:
+            rows.append(
+                {
+                    "calls": int(calls),
+                    "exec_ms": round(float(ms), 1),
+                    "blks_hit": int(hit),
+                    "query": query,
+                }
+            )
+    return out
+
+
 def reset_statements(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SELECT pg_stat_statements_reset()")
 

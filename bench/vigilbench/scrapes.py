@@ -71,13 +71,16 @@ def measure_case(
     with exporters_on(server, dbname, log_dir) as exporters:
         first = {e.name: e.scrape() for e in exporters}
         measure.alternate(exporters, WARMUP_ROUNDS - 1)
+        cpu_before = {e.name: e.cpu_seconds() for e in exporters}
         runs = measure.alternate(exporters, rounds)
+        cpu = {e.name: (e.cpu_seconds() - cpu_before[e.name]) / rounds for e in exporters}
         with server.connect(dbname) as conn:
             held = connections(conn, dbname)
         for e in exporters:
             run = runs[e.name]
             figures = measure.describe_series(e, run)
             figures["first_scrape_s"] = round(first[e.name].seconds, 4)
+            figures["cpu_s_per_scrape"] = round(cpu[e.name], 4)
             figures["connections_idle"] = held[e.name]
             case["exporters"][e.name] = figures
             raw.extend(
@@ -180,6 +183,7 @@ def database_work(
                         cluster_module.reset_statements(conn)
                         measure.alternate(exporters, rounds)
                         totals = cluster_module.statements_by_role(conn)
+                        top = cluster_module.top_statements(conn)
                 case = {"kind": kind, "size": size, "rounds": rounds, "exporters": {}}
                 for name, t in totals.items():
                     case["exporters"][name] = {
@@ -187,9 +191,18 @@ def database_work(
                         "blks_hit_per_scrape": round(t["blks_hit"] / rounds, 1),
                         "blks_read_per_scrape": round(t["blks_read"] / rounds, 1),
                         "exec_ms_per_scrape": round(t["exec_ms"] / rounds, 2),
+                        "top_statements": top.get(name, []),
                     }
                 out["cases"].append(case)
-                log.info("database work %s=%s: %s", kind, size, case["exporters"])
+                log.info(
+                    "database work %s=%s: %s",
+                    kind,
+                    size,
+                    {
+                        n: {k: v for k, v in f.items() if k != "top_statements"}
+                        for n, f in case["exporters"].items()
+                    },
+                )
                 server.drop(dbname)
     finally:
         own.destroy()

@@ -1,0 +1,346 @@
+"""Markdown tables (and the goal check) from recorded runs, for docs/benchmarks.md.
+
+    .venv/bin/python bench/report.py bench/results/results.json [bench/results/soak.json ...]
+
+Later files add to (and override) the sections of earlier ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+GOALS = {
+    "time_ratio_5000": 0.25,
+    "series_5000": 5000,
+    "memory_ratio_5000": 0.5,
+    "own_memory_growth": 1.2,
+    "rows_ratio": 1.2,
+    "archive_ratio": 0.5,
+    "lock_hold_s": 1.0,
+}
+
+
+def mib(kib: float | None) -> str:
+    return "-" if kib is None else f"{kib / 1024:.0f} MiB"
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def scrape_table(results: dict[str, Any]) -> str:
+    rows = []
+    for c in results.get("cases", []):
+        for name, f in c["exporters"].items():
+            rows.append(
+                [
+                    f"{c['kind']} = {c['size']:,}",
+                    name,
+                    f"{f['median_s']:.3f}",
+                    f"{f['p95_s']:.3f}",
+                    f"{f['first_scrape_s']:.3f}",
+                    f"{f.get('cpu_s_per_scrape', 0):.3f}",
+                    f"{f['series']:,}",
+                    f"{f['payload_bytes']:,}",
+                    mib(f["rss_kib"]),
+                    f["connections_idle"],
+                ]
+            )
+    return table(
+        [
+            "database",
+            "exporter",
+            "median s",
+            "p95 s",
+            "first s",
+            "CPU s/scrape",
+            "series",
+            "bytes",
+            "RSS",
+            "conns",
+        ],
+        rows,
+    )
+
+
+def case(results: dict[str, Any], kind: str, size: int) -> dict[str, Any] | None:
+    for c in results.get("cases", []):
+        if c["kind"] == kind and c["size"] == size:
+            return c["exporters"]
+    return None
+
+
+def collectors_table(results: dict[str, Any]) -> str:
+    cases = [c for c in results.get("cases", []) if "pgvigil" in c["exporters"]]
+    names = sorted(
+        {n for c in cases for n in c["exporters"]["pgvigil"].get("collector_median_s", {})}
+    )
+    header = ["collector"] + [f"{c['kind']}={c['size']:,}" for c in cases]
+    rows = []
+    for n in names:
+        medians = [c["exporters"]["pgvigil"].get("collector_median_s", {}) for c in cases]
+        rows.append([n] + [f"{m[n]:.4f}" if n in m else "-" for m in medians])
+    return table(header, rows)
+
+
+def load_table(results: dict[str, Any]) -> str:
+    load = results.get("load")
+    if not load:
+        return "(no load phase in this run)"
+    rows = []
+    for name in ("pgvigil", "postgres_exporter"):
+        f = load.get(name)
+        if f:
+            rows.append(
+                [
+                    name,
+                    f"{f['clients']} x {f['rounds']}",
+                    f["answered"],
+                    f["failed"],
+                    f"{f.get('median_s', 0):.2f}",
+                    f"{f.get('slowest_s', 0):.2f}",
+                    f["connections_peak"],
+                    mib(f["rss_kib_after"]),
+                ]
+            )
+    return table(
+        [
+            "exporter",
+            "clients x rounds",
+            "answered",
+            "failed",
+            "median s",
+            "slowest s",
+            "peak conns",
+            "RSS after",
+        ],
+        rows,
+    )
+
+
+def soak_table(results: dict[str, Any]) -> str:
+    soak = results.get("soak")
+    if not soak:
+        return "(no soak in this run)"
+    rows = []
+    for name, f in soak["exporters"].items():
+        rows.append(
+            [
+                name,
+                f["scrapes"],
+                f"{f.get('median_s', 0):.3f}",
+                mib(f["rss_kib_start"]),
+                mib(f["rss_kib_end"]),
+                f"{mib(f['rss_kib_at_scrapes'])} (at {f['rss_at_scrapes']})",
+                f["slope_kib_per_hour"],
+            ]
+        )
+    return f"{soak['minutes']:g} minutes on {soak['database']}:\n\n" + table(
+        [
+            "exporter",
+            "scrapes",
+            "median s",
+            "RSS first",
+            "RSS last",
+            "RSS after N scrapes",
+            "slope KiB/h",
+        ],
+        rows,
+    )
+
+
+def dbwork_table(results: dict[str, Any]) -> str:
+    work = results.get("dbwork")
+    if not work:
+        return "(no database-work phase in this run)"
+    rows = []
+    for c in work["cases"]:
+        for name, f in sorted(c["exporters"].items()):
+            rows.append(
+                [
+                    f"{c['kind']} = {c['size']:,}",
+                    name,
+                    f["statements_per_scrape"],
+                    f["blks_hit_per_scrape"],
+                    f["blks_read_per_scrape"],
+                    f["exec_ms_per_scrape"],
+                ]
+            )
+    text = f"{work['postgres']}\n\n" + table(
+        [
+            "database",
+            "exporter",
+            "statements/scrape",
+            "blocks hit/scrape",
+            "blocks read/scrape",
+            "exec ms/scrape",
+        ],
+        rows,
+    )
+    for c in work["cases"]:
+        top = c["exporters"].get("pgvigil", {}).get("top_statements")
+        if top:
+            text += f"\n\npgvigil's costliest statements at {c['kind']} = {c['size']:,} "
+            text += f"({c['rounds']} scrapes):\n\n"
+            text += table(
+                ["calls", "exec ms", "blocks hit", "statement"],
+                [
+                    [t["calls"], t["exec_ms"], t["blks_hit"], f"`{t['query'][:110]}`"]
+                    for t in top[:3]
+                ],
+            )
+    return text
+
+
+def archive_table(results: dict[str, Any]) -> str:
+    arch = results.get("archive")
+    if not arch:
+        return "(no archival phase in this run)"
+    rows = []
+    for m in arch["methods"]:
+        rows.append(
+            [
+                m["method"],
+                f"{m['rows']:,}",
+                m["seconds"],
+                f"{m['rows_per_s']:,}",
+                f"{m['job_rows_per_s']:,}" if m.get("job_rows_per_s") else "-",
+                m.get("job_rate_vs_single_statement", "1" if "single" in m["method"] else "-"),
+                m.get("job_batches", m.get("transactions_seen")),
+                m["longest_lock_hold_s"],
+                m.get("job_longest_batch_s", "-"),
+            ]
+        )
+    note = f"\n\n{arch['sidecar']}" if arch.get("sidecar") else ""
+    return (
+        table(
+            [
+                "method",
+                "rows",
+                "wall s",
+                "wall rows/s",
+                "job rows/s",
+                "job rate ÷ single",
+                "batches",
+                "longest lock hold s (sampled)",
+                "longest batch s (job)",
+            ],
+            rows,
+        )
+        + note
+    )
+
+
+def goals(results: dict[str, Any]) -> str:
+    rows = []
+    big = case(results, "tables", 5000)
+    one = case(results, "tables", 1)
+    if big and "postgres_exporter" in big:
+        v, p = big["pgvigil"], big["postgres_exporter"]
+        ratio = v["median_s"] / p["median_s"]
+        rows.append(
+            [
+                "scrape time at 5000 tables ÷ postgres_exporter",
+                f"≤ {GOALS['time_ratio_5000']}",
+                f"{ratio:.2f} ({v['median_s']:.3f} s vs {p['median_s']:.3f} s)",
+                ok(ratio <= GOALS["time_ratio_5000"]),
+            ]
+        )
+        rows.append(
+            [
+                "series at 5000 tables",
+                f"≤ {GOALS['series_5000']:,}",
+                f"{v['series']:,} (postgres_exporter {p['series']:,})",
+                ok(v["series"] <= GOALS["series_5000"]),
+            ]
+        )
+        mem = v["rss_kib"] / p["rss_kib"]
+        rows.append(
+            [
+                "RSS at 5000 tables ÷ postgres_exporter",
+                f"≤ {GOALS['memory_ratio_5000']}",
+                f"{mem:.2f} ({mib(v['rss_kib'])} vs {mib(p['rss_kib'])})",
+                ok(mem <= GOALS["memory_ratio_5000"]),
+            ]
+        )
+    if big and one:
+        growth = big["pgvigil"]["rss_kib"] / one["pgvigil"]["rss_kib"]
+        rows.append(
+            [
+                "pgvigil RSS at 5000 tables ÷ at 1 table",
+                f"≤ {GOALS['own_memory_growth']}",
+                f"{growth:.2f} ({mib(big['pgvigil']['rss_kib'])} vs "
+                f"{mib(one['pgvigil']['rss_kib'])})",
+                ok(growth <= GOALS["own_memory_growth"]),
+            ]
+        )
+    small, large = case(results, "rows", 2_000_000), case(results, "rows", 20_000_000)
+    if small and large:
+        for name in small:
+            r = large[name]["median_s"] / small[name]["median_s"]
+            rows.append(
+                [
+                    f"{name} scrape time 20M ÷ 2M rows",
+                    f"≤ {GOALS['rows_ratio']}" if name == "pgvigil" else "(no goal)",
+                    f"{r:.2f} ({large[name]['median_s']:.3f} s vs {small[name]['median_s']:.3f} s)",
+                    ok(r <= GOALS["rows_ratio"]) if name == "pgvigil" else "",
+                ]
+            )
+    arch = results.get("archive")
+    if arch and len(arch["methods"]) > 1:
+        batched = [m for m in arch["methods"][1:] if m.get("job_rate_vs_single_statement")]
+        if batched:
+            best = max(batched, key=lambda m: m["job_rate_vs_single_statement"])
+            rows.append(
+                [
+                    "archival rate ÷ single statement (best batch size)",
+                    f"≥ {GOALS['archive_ratio']}",
+                    f"{best['job_rate_vs_single_statement']:.2f} (batch {best['batch_size']})",
+                    ok(best["job_rate_vs_single_statement"] >= GOALS["archive_ratio"]),
+                ]
+            )
+        holds = [m["longest_lock_hold_s"] or 0 for m in arch["methods"][1:]]
+        rows.append(
+            [
+                "longest lock hold of any batch",
+                f"≤ {GOALS['lock_hold_s']} s",
+                f"{max(holds):.2f} s",
+                ok(max(holds) <= GOALS["lock_hold_s"]),
+            ]
+        )
+    return table(["goal", "target", "measured", "met"], rows)
+
+
+def ok(flag: bool) -> str:
+    return "yes" if flag else "**no**"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Markdown tables from benchmark results.")
+    p.add_argument("results", type=Path, nargs="+")
+    args = p.parse_args(argv)
+    results: dict[str, Any] = {}
+    for path in args.results:
+        results.update(json.loads(path.read_text()))
+    sections = [
+        ("Goals", goals(results)),
+        ("Scrapes", scrape_table(results)),
+        ("pgvigil per collector (median s)", collectors_table(results)),
+        ("50 concurrent scrapes", load_table(results)),
+        ("Soak", soak_table(results)),
+        ("Database work per scrape", dbwork_table(results)),
+        ("Archival", archive_table(results)),
+    ]
+    for title, body in sections:
+        print(f"### {title}\n\n{body}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
