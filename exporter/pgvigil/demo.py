@@ -19,7 +19,7 @@ import psycopg
 
 from pgvigil import config as config_module
 from pgvigil import db as db_module
-from pgvigil import demodata, web
+from pgvigil import demodata, stack, web
 from pgvigil.scrape import Scrape
 from pgvigil.serve import build_routes, serve_until_signal
 
@@ -41,6 +41,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--history-rows", type=int, default=50_000, help="messages of history (default 50000)"
+    )
+    parser.add_argument(
+        "--stack",
+        action="store_true",
+        help="also run Prometheus, Alertmanager (Debian binaries) and an SMTP sink on loopback",
+    )
+    parser.add_argument(
+        "--alert-for",
+        default="30s",
+        help="with --stack: how long a condition holds before its alert fires (default 30s)",
     )
     parser.add_argument(
         "--data-dir",
@@ -87,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     server, params, path = start_embedded(args.data_dir)
     inserter = None
     database = None
+    observers = None
     try:
         count = prepare_database(params, args.history_days, args.history_rows)
         config = config_module.validate(
@@ -105,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         host, port = http.server_address[:2]
         url = f"http://{host!s}:{port}"
         dsn = f"host={params['host']} dbname=chat user=postgres"
+        if args.stack:
+            print("starting Prometheus, Alertmanager and an SMTP sink ...", flush=True)
+            observers = stack.start_for_demo(f"{host!s}:{port}", args.alert_for)
         print(
             f"""
 pgvigil demo is running
@@ -119,8 +133,12 @@ try:
 Ctrl-C stops everything{"" if args.data_dir else " and removes the demo database"}.""",
             flush=True,
         )
+        if observers is not None:
+            print(stack.describe_for_demo(observers, args.alert_for), flush=True)
         serve_until_signal(http)
     finally:
+        if observers is not None:
+            observers.stop()
         if inserter is not None:
             inserter.stop()
         if database is not None:

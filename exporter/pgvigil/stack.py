@@ -19,6 +19,7 @@ import logging
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +50,18 @@ def free_port() -> int:
         return port
 
 
+def port_if_free(port: int | None) -> int:
+    """`port` when nothing listens on it yet (the usual 9090/9093), else a free one."""
+    if port is not None:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                pass
+    return free_port()
+
+
 def find_binary(names: tuple[str, ...]) -> str | None:
     for name in names:
         found = shutil.which(name)
@@ -62,9 +75,11 @@ def prometheus_config(
     alertmanager: str | None,
     interval: str = "15s",
     root: Path = ROOT,
+    rule_files: list[Path] | None = None,
 ) -> dict[str, Any]:
     """The project's prometheus.yml for loopback: `targets` maps job name -> host:port list
-    (jobs not named are dropped), rule paths made absolute, one interval for everything."""
+    (jobs not named are dropped), rule paths made absolute (or `rule_files` instead), one
+    interval for everything."""
     config: dict[str, Any] = yaml.safe_load((root / "prometheus.yml").read_text())
     config["global"] = {
         **config.get("global", {}),
@@ -72,6 +87,8 @@ def prometheus_config(
         "evaluation_interval": interval,
     }
     config["rule_files"] = [str(root / path) for path in config.get("rule_files", [])]
+    if rule_files is not None:
+        config["rule_files"] = [str(path) for path in rule_files]
     missing = [p for p in config["rule_files"] if not Path(p).exists()]
     if missing:
         raise StackError(f"rule files missing: {', '.join(missing)} (run: pgvigil rules render)")
@@ -120,6 +137,26 @@ def _fast_route(route: dict[str, Any], top: bool = True) -> None:
         route.pop("group_interval", None)
     for child in route.get("routes", []):
         _fast_route(child, top=False)
+
+
+def hurried_rules(workdir: Path, alert_for: str, root: Path = ROOT) -> list[Path]:
+    """Copies of the project's rule files whose alerts fire after `alert_for` instead of
+    their `for:` (minutes), so a demo shows an alert and its email within a minute."""
+    out = []
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in RULE_FILES:
+        source = root / name
+        if not source.exists():
+            raise StackError(f"rule file missing: {source} (run: pgvigil rules render)")
+        data = yaml.safe_load(source.read_text())
+        for group in data.get("groups", []):
+            for rule in group.get("rules", []):
+                if "alert" in rule and "for" in rule:
+                    rule["for"] = alert_for
+        target = workdir / Path(name).name
+        target.write_text(yaml.safe_dump(data, sort_keys=False, width=10_000))
+        out.append(target)
+    return out
 
 
 def wait_ready(
@@ -203,6 +240,8 @@ def start_alertmanager(workdir: Path, config: dict[str, Any], port: int | None =
                 f"--config.file={config_path}",
                 f"--storage.path={workdir / 'alertmanager'}",
                 f"--web.listen-address=127.0.0.1:{port}",
+                # Silence links in the emails point here.
+                f"--web.external-url=http://127.0.0.1:{port}",
                 # No gossip: a lone Alertmanager would otherwise listen on 0.0.0.0:9094.
                 "--cluster.listen-address=",
             ],
@@ -246,6 +285,8 @@ class MailSink:
             from aiosmtpd.controller import Controller
         except ImportError:
             raise StackError("the SMTP sink needs aiosmtpd: pip install 'pgvigil[demo]'") from None
+        # aiosmtpd logs every SMTP command at info; the announcement line says what matters.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
         self._controller.start()
@@ -272,6 +313,10 @@ class Stack:
     targets: dict[str, list[str]]
     interval: str = "15s"
     announce_mail: bool = True
+    rule_files: list[Path] | None = None
+    prometheus_port: int | None = None
+    alertmanager_port: int | None = None
+    remove_workdir: bool = False
     prometheus: Service | None = None
     alertmanager: Service | None = None
     mail: MailSink | None = None
@@ -282,12 +327,16 @@ class Stack:
             self.mail = MailSink(self.workdir / "mail", self.announce_mail).start()
             self.started.append(self.mail)
             self.alertmanager = start_alertmanager(
-                self.workdir, alertmanager_config(self.mail.address)
+                self.workdir,
+                alertmanager_config(self.mail.address),
+                port_if_free(self.alertmanager_port),
             )
             self.started.append(self.alertmanager)
             am = self.alertmanager.url.removeprefix("http://")
             self.prometheus = start_prometheus(
-                self.workdir, prometheus_config(self.targets, am, self.interval)
+                self.workdir,
+                prometheus_config(self.targets, am, self.interval, rule_files=self.rule_files),
+                port_if_free(self.prometheus_port),
             )
             self.started.append(self.prometheus)
         except BaseException:
@@ -298,9 +347,46 @@ class Stack:
     def stop(self) -> None:
         while self.started:
             self.started.pop().stop()
+        if self.remove_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Stack:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def start_for_demo(exporter: str, alert_for: str) -> Stack:
+    """The stack of `pgvigil demo --stack`: Prometheus on 9090 and Alertmanager on 9093 when
+    free (so `pgvigil status` and `pgvigil alerts` work without flags), 5s intervals, in a
+    temporary directory that `stop()` removes."""
+    workdir = Path(tempfile.mkdtemp(prefix="pgvigil-demo-stack-"))
+    try:
+        rules = hurried_rules(workdir / "rules", alert_for)
+        return Stack(
+            workdir,
+            {"pgvigil": [exporter]},
+            interval="5s",
+            rule_files=rules,
+            prometheus_port=9090,
+            alertmanager_port=9093,
+            remove_workdir=True,
+        ).start()
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def describe_for_demo(stack: Stack, alert_for: str) -> str:
+    assert stack.prometheus and stack.alertmanager and stack.mail
+    prom, am = stack.prometheus.url, stack.alertmanager.url
+    return f"""  prometheus    {prom}   rules/ (alerts fire after {alert_for}, not their for:)
+  alertmanager  {am}   routing from alertmanager.yml
+  mail          SMTP sink on {stack.mail.address}; each email is announced here and kept in
+                {stack.mail.directory}/
+
+with the stack:
+  pgvigil status --prometheus.url {prom}
+  pgvigil alerts --alertmanager.url {am}
+  ls {stack.mail.directory}/"""

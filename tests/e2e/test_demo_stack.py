@@ -1,0 +1,77 @@
+"""`pgvigil demo --stack` as a newcomer runs it: the embedded database, the exporter, real
+Prometheus and Alertmanager from the Debian binaries and the SMTP sink; an alert fires, its
+email arrives and is kept as a file, `pgvigil status` reads the stack, and Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import free_port
+
+pytestmark = pytest.mark.e2e
+
+DEMO = (sys.executable, "-m", "pgvigil", "demo", "--stack", "--alert-for", "1s")
+
+
+def wait_for_line(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        m = re.search(pattern, text, re.M)
+        if m:
+            return m.group(0)
+        if proc.poll() is not None:
+            raise AssertionError(f"demo exited with {proc.returncode}:\n{text}")
+        time.sleep(0.5)
+    raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n{log.read_text()}")
+
+
+def test_demo_stack_fires_an_alert_mails_it_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    log = tmp_path / "demo.log"
+    exporter = f"127.0.0.1:{free_port()}"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*DEMO, "--history-rows", "1000", "--rate", "20", "--web.listen-address", exporter],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        prom = wait_for_line(log, r"^  prometheus +(\S+)", proc, 90).split()[1]
+        mail_line = wait_for_line(
+            log, r"^mail to dba@localhost: \[FIRING:\d+\] Pgvigil\w+ .*\((\S+\.eml)\)$", proc, 90
+        )
+        path = Path(re.search(r"\((\S+\.eml)\)$", mail_line).group(1))  # type: ignore[union-attr]
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        assert message["To"] == "dba@localhost"
+        body = message.get_body(preferencelist=("plain",))
+        assert body is not None and "Runbook:" in body.get_content()
+
+        status = subprocess.run(
+            [sys.executable, "-m", "pgvigil", "status", "--json", "--prometheus.url", prom],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stderr
+        health = json.loads(status.stdout)
+        assert health["database_health"]["connection_healthy"] is True
+        assert health["system_health"]["active_alerts"] >= 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        returncode = proc.wait(30)
+    assert returncode in (0, 130), log.read_text()
+    assert "demo stopped" in log.read_text()
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(prom + "/-/ready", timeout=2)
+    assert not path.parent.parent.exists(), "the stack's work directory was left behind"
