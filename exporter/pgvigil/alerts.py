@@ -141,7 +141,8 @@ def _state(alert: dict[str, Any], silences: dict[str, dict[str, Any]]) -> str:
     for silence_id in status.get("silencedBy") or []:
         s = silences.get(silence_id, {})
         until = _short_time(s.get("endsAt", ""))
-        return f"acked by {s.get('createdBy', '?')} until {until} ({silence_id[:8]})"
+        also = ", inhibited" if status.get("inhibitedBy") else ""
+        return f"acked by {s.get('createdBy', '?')} until {until} ({silence_id[:8]}{also})"
     if status.get("inhibitedBy"):
         return "inhibited (its critical fires)"
     return "firing" if status.get("state") == "active" else str(status.get("state", "?"))

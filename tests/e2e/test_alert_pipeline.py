@@ -190,9 +190,11 @@ def test_size_alert_email_inhibition_ack_and_resolution(machine_db: Db, tmp_path
         assert warnings_after_critical == [], "the warning should be inhibited by the critical"
         listing = pgvigil_alerts(am.url)
         assert "acked by " in listing and "watchdog: " in listing
+        print(f"$ pgvigil alerts ack {ALERT} --for 10m --comment 'e2e test'\n{out}")
+        print(f"$ pgvigil alerts\n{listing}")
 
         # 4. Unacknowledge and clear the condition: the resolved email.
-        pgvigil_alerts(am.url, "unack", ALERT)
+        print(f"$ pgvigil alerts unack {ALERT}\n" + pgvigil_alerts(am.url, "unack", ALERT))
         machine_db.execute("DROP TABLE filler")
         cleared = time.monotonic()
         resolved = smtp.wait_for(is_email("RESOLVED", "critical"), timeout=60)
@@ -204,4 +206,5 @@ def test_size_alert_email_inhibition_ack_and_resolution(machine_db: Db, tmp_path
         "group_interval 1s, repeat_interval 4s"
     )
     (tmp_path / "timings.txt").write_text("\n".join(timings) + "\n")
-    print("\n--- the critical email as received ---\n" + critical.as_string())
+    headers = "".join(f"{k}: {critical[k]}\n" for k in ("Subject", "From", "To", "Date"))
+    print("\n--- the critical email as received ---\n" + headers + "\n" + text_of(critical))
