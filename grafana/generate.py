@@ -438,6 +438,36 @@ def maintenance(t: Thresholds) -> list[Panel]:
             steps=[(GREEN, None), (ORANGE, 86400.0), (RED, 2 * 86400.0)],
         ),
         Panel(
+            "Overdue",
+            "Time since each job's last success as a share of its schedule's period "
+            "(pgvigil_sidecar_job_period_seconds): above 100% a run was missed or failed.",
+            "percentunit",
+            [
+                (
+                    f"(time() - pgvigil_sidecar_job_last_success_timestamp_seconds{{{SIDECAR}}})"
+                    f" / pgvigil_sidecar_job_period_seconds{{{SIDECAR}}}",
+                    "{{task}}",
+                )
+            ],
+            kind="bargauge",
+            steps=[(GREEN, None), (ORANGE, 1.0), (RED, 2.0)],
+            instant=True,
+        ),
+        Panel(
+            "Next run in",
+            "When the schedule runs each job next "
+            "(pgvigil_sidecar_job_next_run_timestamp_seconds).",
+            "s",
+            [
+                (
+                    f"pgvigil_sidecar_job_next_run_timestamp_seconds{{{SIDECAR}}} - time()",
+                    "{{task}}",
+                )
+            ],
+            kind="bargauge",
+            instant=True,
+        ),
+        Panel(
             "Job durations",
             "Duration of each job's last run, whatever its outcome "
             "(pgvigil_sidecar_job_last_duration_seconds).",
@@ -463,6 +493,24 @@ def maintenance(t: Thresholds) -> list[Panel]:
             [(f"pgvigil_sidecar_job_running{{{SIDECAR}}}", "{{task}}")],
             kind="stat",
             steps=[(BLUE, None)],
+        ),
+        Panel(
+            "Consecutive failures",
+            "Failures of each job since its last success "
+            "(pgvigil_sidecar_job_consecutive_failures); skips because another sidecar holds "
+            "the job's lock or the database is a replica are counted apart.",
+            "short",
+            [
+                (f"pgvigil_sidecar_job_consecutive_failures{{{SIDECAR}}}", "{{task}} failures"),
+                (
+                    f"sum by (task, reason) (increase(pgvigil_sidecar_job_skips_total{{{SIDECAR}}}"
+                    "[1h]))",
+                    "{{task}} skipped ({{reason}})",
+                ),
+            ],
+            kind="stat",
+            steps=[(GREEN, None), (ORANGE, 1.0), (RED, 3.0)],
+            decimals=0,
         ),
         Panel(
             "Rows archived",
