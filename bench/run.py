@@ -21,14 +21,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vigilbench import archive, machine, scrapes
+from vigilbench import archive, machine, pipeline, scrapes
 from vigilbench.databases import PREFIX, Server
 from vigilbench.exporters import POSTGRES_EXPORTER, PgvigilSource, remove_scratch, scratch_dir
 from vigilbench.scrapes import EXPORTERS
 
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parent.parent
-PHASES = ("scrape", "load", "soak", "dbwork", "archive")
+PHASES = ("scrape", "load", "soak", "dbwork", "archive", "alerts")
 
 
 def sizes(text: str) -> list[int]:
@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the archive run with the sidecar's default batch size and pause",
     )
+    p.add_argument("--alert-interval", default="5s", help="scrape and evaluation interval")
+    p.add_argument("--alert-for", default="10s", help="the size alert's for: in the alert run")
+    p.add_argument("--alert-group-wait", default="5s", help="Alertmanager group_wait")
     p.add_argument("--reuse", action="store_true", help="reuse complete databases kept before")
     p.add_argument("--keep", action="store_true", help="keep the databases built (for --reuse)")
     p.add_argument(
@@ -235,6 +238,14 @@ def run_phases(
     if "dbwork" in args.phases:
         results["dbwork"] = scrapes.database_work(
             args.dbwork_tables, args.dbwork_rows, args.dbwork_scrapes, log_dir, server.prefix
+        )
+        write(args.out, results, raw)
+    if "alerts" in args.phases:
+        results["alerts"] = pipeline.run(
+            server,
+            interval=args.alert_interval,
+            for_=args.alert_for,
+            group_wait=args.alert_group_wait,
         )
         write(args.out, results, raw)
     if "archive" in args.phases:

@@ -145,7 +145,8 @@ class PgvigilSource:
             check=True,
         ).stdout.strip()
         archive = subprocess.run(
-            ["git", "-C", str(repo), "archive", commit, "exporter"],
+            # The package reads its rule templates and alertmanager.yml beside it.
+            ["git", "-C", str(repo), "archive", commit, "exporter", "rules", "alertmanager.yml"],
             capture_output=True,
             check=True,
         ).stdout
