@@ -1,0 +1,314 @@
+"""Fault injection on a throwaway cluster: each fault ends with pgvigil recovering by itself,
+no row lost or duplicated, and no scrape hanging past its timeouts.
+
+Bounds on elapsed time here are behaviour (a scrape must not hang), set generously above
+the configured timeouts; they are not benchmarks.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pgvigil import demodata
+from tests.support.postgres import Cluster, wait_until
+from tests.support.processes import Process, parse_samples, pgvigil_cmd, pgvigil_serve, sample
+from tests.support.sidecar import env_for, pgvigil_sidecar, write_config
+
+CONNECT_TIMEOUT, STATEMENT_TIMEOUT, LOCK_TIMEOUT = 2, 2.0, 0.5
+# Probe + every collector, each bounded by its timeouts, plus process and CI slack.
+SCRAPE_BOUND = CONNECT_TIMEOUT + 2 * STATEMENT_TIMEOUT + 12
+CONNECTION = {
+    "connect_timeout_seconds": CONNECT_TIMEOUT,
+    "statement_timeout_seconds": STATEMENT_TIMEOUT,
+    "lock_timeout_seconds": LOCK_TIMEOUT,
+}
+RETENTION_DAYS = 30
+
+
+def exporter_config(tmp_path: Path) -> Path:
+    path = tmp_path / "exporter.yml"
+    path.write_text(yaml.safe_dump({"connection": CONNECTION}))
+    return path
+
+
+def timed_scrape(p: Process) -> tuple[float, dict[Any, float]]:
+    start = time.monotonic()
+    with urllib.request.urlopen(p.url + "/metrics", timeout=120) as r:
+        text = r.read().decode()
+    return time.monotonic() - start, parse_samples(text)
+
+
+def failed_collectors(samples: dict[Any, float]) -> set[str]:
+    return {
+        dict(labels)["collector"]
+        for (name, labels), value in samples.items()
+        if name == "pgvigil_collector_success" and value != 1.0
+    }
+
+
+def terminate(c: Cluster, application_name: str) -> int:
+    with c.server.connect() as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            [application_name],
+        ).fetchall()
+    return sum(1 for (ok,) in rows if ok)
+
+
+@pytest.fixture
+def chat(throwaway_cluster: Cluster) -> Iterator[Cluster]:
+    with throwaway_cluster.server.connect() as conn:
+        demodata.insert_history(conn, days=40, rows=600, conversations=10)
+    yield throwaway_cluster
+
+
+# --- the exporter ---------------------------------------------------------------------------
+
+
+def test_exporter_follows_a_stop_and_restart(tmp_path: Path, chat: Cluster) -> None:
+    dsn = chat.server.dsn("postgres")
+    with pgvigil_serve(
+        tmp_path, ["--config.file", str(exporter_config(tmp_path))], {"DATA_SOURCE_NAME": dsn}
+    ) as p:
+        _, samples = timed_scrape(p)
+        assert sample(samples, "pgvigil_up") == 1.0
+
+        chat.stop("fast")
+        elapsed, samples = timed_scrape(p)
+        assert sample(samples, "pgvigil_up") == 0.0
+        assert elapsed < SCRAPE_BOUND
+
+        chat.start()
+
+        def healthy() -> bool:
+            _, s = timed_scrape(p)
+            return sample(s, "pgvigil_up") == 1.0 and not failed_collectors(s)
+
+        wait_until(healthy, timeout=30, interval=0.5)
+
+
+def test_exporter_sessions_terminated(tmp_path: Path, chat: Cluster) -> None:
+    dsn = chat.server.dsn("postgres")
+    with pgvigil_serve(
+        tmp_path, ["--config.file", str(exporter_config(tmp_path))], {"DATA_SOURCE_NAME": dsn}
+    ) as p:
+        _, samples = timed_scrape(p)
+        assert sample(samples, "pgvigil_up") == 1.0 and not failed_collectors(samples)
+        assert terminate(chat, "pgvigil") >= 1  # the pooled session
+        # The pool notices the dead connection on checkout (pre-ping) and opens a new one.
+        _, samples = timed_scrape(p)
+        assert sample(samples, "pgvigil_up") == 1.0
+        assert failed_collectors(samples) == set()
+
+
+def test_scrape_returns_while_a_table_is_locked(tmp_path: Path, chat: Cluster) -> None:
+    dsn = chat.server.dsn("postgres")
+    with pgvigil_serve(
+        tmp_path, ["--config.file", str(exporter_config(tmp_path))], {"DATA_SOURCE_NAME": dsn}
+    ) as p:
+        with chat.server.connect() as locker:
+            locker.autocommit = False
+            locker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            elapsed, samples = timed_scrape(p)
+            locker.rollback()
+        assert elapsed < SCRAPE_BOUND
+        assert sample(samples, "pgvigil_up") == 1.0
+        # Whatever needed the table gave up at lock_timeout; the rest answered.
+        assert sample(samples, "pgvigil_collector_success", collector="size") == 1.0
+        _, samples = timed_scrape(p)
+        assert failed_collectors(samples) == set()
+
+
+def test_scrape_returns_when_the_server_accepts_but_never_answers(tmp_path: Path) -> None:
+    """A half-dead server (SYN accepted, no protocol answer) is what hangs naive exporters."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        with pgvigil_serve(
+            tmp_path, ["--config.file", str(exporter_config(tmp_path))], {"DATA_SOURCE_NAME": dsn}
+        ) as p:
+            elapsed, samples = timed_scrape(p)
+    assert sample(samples, "pgvigil_up") == 0.0
+    assert elapsed < SCRAPE_BOUND
+
+
+# --- the sidecar ----------------------------------------------------------------------------
+
+
+def archive_config(tmp_path: Path, **archive: Any) -> Path:
+    settings = {
+        "batch_size": 40,
+        "min_batch_size": 5,
+        "pause_seconds": 0,
+        "lock_timeout_seconds": 0.3,
+        "statement_timeout_seconds": 10,
+        "analyze_after_rows": 0,
+        **archive,
+    }
+    return write_config(
+        tmp_path,
+        {"archive": settings, "jobs": {"archive": {"every": "2s"}}},
+        application_tables=[{"name": "messages", "retention_days": RETENTION_DAYS}],
+        connection=CONNECTION,
+    )
+
+
+def snapshot(c: Cluster) -> dict[str, Any]:
+    with c.server.connect() as conn:
+        live = {r[0] for r in conn.execute("SELECT id FROM messages")}
+        archived_rows = []
+        if conn.execute("SELECT to_regclass('messages_archive')").fetchone()[0]:  # type: ignore[index]
+            archived_rows = [r[0] for r in conn.execute("SELECT id FROM messages_archive")]
+        old = conn.execute(
+            "SELECT count(*) FROM messages WHERE created_at < now() - make_interval(days => %s)",
+            [RETENTION_DAYS],
+        ).fetchone()[0]  # type: ignore[index]
+    return {"live": live, "archived": archived_rows, "old_left": old}
+
+
+def assert_nothing_lost(before: set[int], now: dict[str, Any]) -> None:
+    archived = set(now["archived"])
+    assert len(archived) == len(now["archived"]), "a row was archived twice"
+    assert not (now["live"] & archived), "a row is both live and archived"
+    assert now["live"] | archived == before, "a row was lost"
+
+
+def run_job(config: Path, dsn: str, job: str = "archive") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        pgvigil_cmd("run-job", job, "--config.file", str(config)),
+        env=env_for(dsn),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_archive_waits_out_a_lock_then_finishes(tmp_path: Path, chat: Cluster) -> None:
+    before = snapshot(chat)["live"]
+    config = archive_config(tmp_path, max_timeouts=60)
+    with chat.server.connect() as locker:
+        locker.autocommit = False
+        # What a plain CREATE INDEX holds: reads go on, DELETEs wait.
+        locker.execute("LOCK TABLE messages IN SHARE MODE")
+        job = run_job(config, chat.server.dsn("postgres"))
+        assert job.stdout is not None
+        seen = []
+        # Hold the lock until the batch has shrunk to its minimum, then let go.
+        while not seen or "retrying with 5 rows" not in seen[-1]:
+            line = job.stdout.readline()
+            assert line, f"the job ended while the lock was held: {seen}"
+            seen.append(line)
+        assert job.poll() is None, "the job must wait, shrinking its batch, not give up"
+        locker.rollback()
+    out, err = job.communicate(timeout=120)
+    out = "".join(seen) + out
+    assert job.returncode == 0, err
+    for size in (20, 10, 5):
+        assert f"batch timed out, retrying with {size} rows" in out
+    assert "timed-out batches retried smaller" in out
+    now = snapshot(chat)
+    assert now["old_left"] == 0 and now["archived"]
+    assert_nothing_lost(before, now)
+
+
+def test_archive_insert_error_rolls_back_the_batch(tmp_path: Path, chat: Cluster) -> None:
+    before = snapshot(chat)["live"]
+    config = archive_config(tmp_path)
+    dsn = chat.server.dsn("postgres")
+    # Let the sidecar create its archive (dry runs create nothing), then break inserts into
+    # it half-way: the 3rd batch's INSERT raises inside the moving transaction.
+    with chat.server.connect() as conn:
+        conn.execute(
+            "CREATE TABLE messages_archive (LIKE messages INCLUDING COMMENTS INCLUDING STORAGE, "
+            "PRIMARY KEY (id))"
+        )
+        conn.execute(
+            """
+            CREATE FUNCTION refuse_third_batch() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF (SELECT count(*) FROM messages_archive) >= 80 THEN
+                RAISE EXCEPTION 'archive tablespace full (injected fault)';
+              END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse BEFORE INSERT ON messages_archive
+              FOR EACH ROW EXECUTE FUNCTION refuse_third_batch();
+            """
+        )
+    job = run_job(config, dsn)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 1
+    assert "injected fault" in err
+    assert "Traceback" not in err
+    half = snapshot(chat)
+    assert len(half["archived"]) == 80 and half["old_left"] > 0  # two batches committed
+    assert_nothing_lost(before, half)
+
+    with chat.server.connect() as conn:
+        conn.execute("DROP TRIGGER refuse ON messages_archive")
+    job = run_job(config, dsn)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 0, err
+    now = snapshot(chat)
+    assert now["old_left"] == 0
+    assert_nothing_lost(before, now)
+
+
+def test_sidecar_survives_terminated_sessions(tmp_path: Path, chat: Cluster) -> None:
+    """The scheduled archive runs every 2 s in slow, small batches; its sessions are killed
+    mid-run. The next run goes on from where the killed one stopped."""
+    before = snapshot(chat)["live"]
+    config = archive_config(tmp_path, batch_size=10, min_batch_size=5, pause_seconds=0.3)
+    with pgvigil_sidecar(tmp_path, chat.server.dsn("postgres"), config) as p:
+        wait_until(lambda: snapshot(chat)["archived"], timeout=30, interval=0.2)
+        assert terminate(chat, "pgvigil-sidecar") >= 1
+        wait_until(lambda: snapshot(chat)["old_left"] == 0, timeout=90, interval=0.5)
+
+        def succeeded_since() -> bool:
+            s = parse_samples(p.get())
+            return sample(s, "pgvigil_sidecar_job_consecutive_failures", task="archive") == 0.0
+
+        wait_until(succeeded_since, timeout=30, interval=0.5)
+        samples = parse_samples(p.get())
+        log = p.log()
+    assert (sample(samples, "pgvigil_sidecar_job_failures_total", task="archive") or 0) >= 1, log
+    assert_nothing_lost(before, snapshot(chat))
+
+
+def test_sidecar_follows_a_stop_and_restart(tmp_path: Path, chat: Cluster) -> None:
+    config = write_config(
+        tmp_path,
+        {"jobs": {"quick_check": {"every": "1s"}}},
+        connection=CONNECTION,
+    )
+    with pgvigil_sidecar(tmp_path, chat.server.dsn("postgres"), config) as p:
+
+        def quick_check(name: str) -> float | None:
+            return sample(parse_samples(p.get()), name, task="quick_check")
+
+        wait_until(lambda: quick_check("pgvigil_sidecar_job_last_success_timestamp_seconds"), 30)
+        chat.stop("fast")
+        wait_until(lambda: (quick_check("pgvigil_sidecar_job_consecutive_failures") or 0) >= 1, 30)
+        assert p.get("/healthz")  # the sidecar itself stays up and answers
+        stopped_at = time.time()
+        chat.start()
+        wait_until(
+            lambda: (
+                (quick_check("pgvigil_sidecar_job_last_success_timestamp_seconds") or 0)
+                > stopped_at
+            ),
+            timeout=30,
+        )
+        assert quick_check("pgvigil_sidecar_job_consecutive_failures") == 0.0
