@@ -26,8 +26,7 @@ from pydantic import Field, field_validator
 
 from pgvigil.configtypes import Seconds, Strict
 
-TARGET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-TargetName = Annotated[str, Field(pattern=TARGET_NAME_PATTERN)]
+TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 class NamedTarget(Strict):
@@ -61,5 +60,16 @@ class DiscoveryConfig(Strict):
 
 
 class TargetsConfig(Strict):
-    named: dict[TargetName, NamedTarget] = Field(default_factory=dict)
+    named: dict[str, NamedTarget] = Field(default_factory=dict)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+
+    @field_validator("named")
+    @classmethod
+    def _names(cls, v: dict[str, NamedTarget]) -> dict[str, NamedTarget]:
+        bad = [name for name in v if not TARGET_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"target name {', '.join(map(repr, bad))}: use letters, digits, '_', '.' and "
+                "'-' (it goes into a URL), up to 63 characters"
+            )
+        return v
