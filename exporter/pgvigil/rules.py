@@ -205,16 +205,8 @@ def _dump(data: Any) -> str:
 
 
 def load_for(rules_dir: Path, thresholds_file: Path | None) -> Thresholds:
-    path = thresholds_file or rules_dir / "thresholds.yml"
-    if thresholds_file is None or thresholds_file.parent == rules_dir:
-        return load_thresholds(path)
-    # A thresholds file elsewhere still sees the fragments of this rules directory.
-    text = path.read_text(encoding="utf-8")
-    return thresholds_from(
-        yaml.safe_load(text) or {},
-        source=str(path),
-        declared=fragment_sections(rules_dir / "groups"),
-    )
+    """The thresholds to render with; a file elsewhere still sees this directory's fragments."""
+    return load_thresholds(thresholds_file or rules_dir / "thresholds.yml", rules_dir / "groups")
 
 
 def drift(rendered: dict[str, str], out_dir: Path) -> list[str]:

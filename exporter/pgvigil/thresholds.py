@@ -176,8 +176,14 @@ class Thresholds(Strict):
         return self.sections[name]
 
 
-def load_thresholds(path: str | os.PathLike[str] | None = None) -> Thresholds:
-    """Read and validate the thresholds file (default: rules/thresholds.yml of the checkout)."""
+def load_thresholds(
+    path: str | os.PathLike[str] | None = None, groups_dir: str | os.PathLike[str] | None = None
+) -> Thresholds:
+    """Read and validate the thresholds file (default: rules/thresholds.yml of the checkout).
+
+    Sections declared by rule fragments are looked up in groups_dir (default: `groups/` next
+    to the thresholds file).
+    """
     path = Path(path) if path is not None else DEFAULT_PATH
     try:
         text = path.read_text(encoding="utf-8")
@@ -196,7 +202,7 @@ def load_thresholds(path: str | os.PathLike[str] | None = None) -> Thresholds:
         place = f"{mark.line + 1}" if mark else "1"
         problem = str(getattr(e, "problem", None) or e).strip()
         raise ConfigError([f"{path}:{place}: not valid YAML: {problem}"]) from None
-    fragments = fragment_sections(path.parent / "groups")
+    fragments = fragment_sections(Path(groups_dir) if groups_dir else path.parent / "groups")
     return thresholds_from(data or {}, source=str(path), root=root, declared=fragments)
 
 
