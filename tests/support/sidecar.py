@@ -100,3 +100,32 @@ def in_process(
         yield sidecar
     finally:
         sidecar.close()
+
+
+@contextmanager
+def standby_of(primary: Any, base: Path) -> Iterator[dict[str, Any]]:
+    """A streaming-replication standby of a throwaway cluster (pg_basebackup -R), yielding its
+    connection parameters; it is in recovery, as a replica the sidecar must leave alone."""
+    import shutil
+
+    from tests.support.postgres import _pg_bin
+
+    data = primary.dir / "standby"
+    port = free_port()
+    primary._pg(
+        [
+            str(_pg_bin() / "pg_basebackup"),
+            "-D", str(data), "-R", "-X", "stream",
+            "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+        ]
+    )  # fmt: skip
+    with open(data / "postgresql.auto.conf", "a") as f:
+        f.write(f"port = {port}\n")
+    log = primary.dir / "standby.log"
+    pg_ctl = str(_pg_bin() / "pg_ctl")
+    primary._pg([pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "30", "start"])
+    try:
+        yield {"host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres"}
+    finally:
+        primary._pg([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"])
+        shutil.rmtree(data, ignore_errors=True)

@@ -279,7 +279,7 @@ def _move(
                     f"{plan.name}: {result.timeouts} batches timed out (last at {limit} rows): "
                     f"{str(e).strip().splitlines()[0]}"
                 ) from None
-            limit = max(s.min_batch_size, limit // 2)
+            limit = max(s.smallest_batch, limit // 2)
             ctx.progress(f"{plan.name}: batch timed out, retrying with {limit} rows")
             continue
         elapsed = time.perf_counter() - batch_start

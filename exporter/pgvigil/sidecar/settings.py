@@ -115,7 +115,9 @@ class AnalyzeSettings(Strict):
 
 class ArchiveSettings(Strict):
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
-    min_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    min_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        None, description="The smallest a timed-out batch shrinks to (default: 100 or batch_size)."
+    )
     pause_seconds: Annotated[float, Field(ge=0, le=60)] = 0.2
     statement_timeout_seconds: Seconds = 30.0
     lock_timeout_seconds: Seconds = 2.0
@@ -133,9 +135,16 @@ class ArchiveSettings(Strict):
 
     @model_validator(mode="after")
     def _sizes(self) -> ArchiveSettings:
-        if self.min_batch_size > self.batch_size:
-            raise ValueError("min_batch_size is larger than batch_size")
+        if self.min_batch_size is not None and self.min_batch_size > self.batch_size:
+            raise ValueError(
+                f"min_batch_size ({self.min_batch_size}) is larger than "
+                f"batch_size ({self.batch_size})"
+            )
         return self
+
+    @property
+    def smallest_batch(self) -> int:
+        return self.min_batch_size or min(100, self.batch_size)
 
 
 class ReportSettings(Strict):
