@@ -152,10 +152,14 @@ def gather(prom: Prometheus, instance: str, database: str | None) -> Summary:
     # With several exporters the summary is as healthy as the least healthy one.
     score = prom.scalar(f"min(pgvigil:health_score{sel})")
     status_code = prom.scalar(f"max(pgvigil:health_status{sel})")
+    # Only pgvigil's warning and critical alerts: PgvigilWatchdog (severity none) always fires
+    # to prove the alerting path works, it is no problem of the database.
     firing = [
         a
         for a in prom.get("/api/v1/alerts")["alerts"]
-        if a.get("state") == "firing" and a["labels"].get("alertname", "").startswith("Pgvigil")
+        if a.get("state") == "firing"
+        and a["labels"].get("alertname", "").startswith("Pgvigil")
+        and a["labels"].get("severity") in ("critical", "warning")
     ]
     severities = [a["labels"].get("severity") for a in firing]
     sizes = prom.vector(f"pgvigil_database_size_bytes{sel}")

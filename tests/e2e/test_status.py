@@ -36,8 +36,13 @@ FIRING_NOW = {
                     "expr": "pgvigil_up == 1",
                     "labels": {"severity": "warning"},
                 },
-                # Not pgvigil's: status leaves it out.
+                # Not pgvigil's, or no problem (the watchdog's heartbeat): status leaves them out.
                 {"alert": "SomethingElse", "expr": "vector(1)", "labels": {"severity": "critical"}},
+                {
+                    "alert": "PgvigilStatusTestHeartbeat",
+                    "expr": "vector(1)",
+                    "labels": {"severity": "none"},
+                },
             ],
         }
     ]
@@ -108,7 +113,7 @@ def test_text_is_one_screen_with_the_firing_alerts(observed: Observed) -> None:
     assert text.startswith(f"pgvigil status from {observed.prom.url}")
     assert "1 critical, 1 warning" in text
     assert "PgvigilStatusTestCritical" in text and "PgvigilStatusTestWarning" in text
-    assert "SomethingElse" not in text
+    assert "SomethingElse" not in text and "Heartbeat" not in text
     assert f"database   {observed.dbname} " in text and "reachable" in text
     assert "100.00 % of the last day" in text
     assert len(text.splitlines()) <= 24
