@@ -17,6 +17,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgvigil import config as config_module
@@ -247,3 +248,101 @@ def test_cli_exits_cleanly_on_odd_arguments(
     assert "Zq9pw-cli" not in out.err + out.out
     if code == 2:
         assert out.err.strip(), "a refusal says why"
+
+
+# --- custom query definitions ---------------------------------------------------------------
+
+identifiers = st.one_of(
+    st.from_regex(r"\A[a-z_][a-z0-9_]{0,10}\Z"),
+    st.sampled_from(["pgvigil_x", "__name", "x_total", "a-b", "", "1abc", "provider"]),
+    st.text(max_size=8),
+)
+metric_defs = st.fixed_dictionaries(
+    {"column": identifiers, "name": identifiers, "help": st.text(max_size=20)},
+    optional={"type": st.one_of(st.sampled_from(["gauge", "counter", "histogram"]), scalars)},
+)
+query_defs = st.fixed_dictionaries(
+    {"name": identifiers, "sql": st.one_of(st.just("SELECT 1 AS v"), st.text(max_size=10))},
+    optional={
+        "labels": st.one_of(st.lists(identifiers, max_size=3), scalars),
+        "metrics": st.one_of(st.lists(metric_defs, max_size=3), scalars),
+        "timeout_seconds": scalars,
+        "ttl_seconds": scalars,
+        "min_server_version": scalars,
+        "bogus": scalars,
+    },
+)
+
+
+@FAST
+@given(st.lists(st.one_of(query_defs, yaml_values), max_size=3))
+def test_query_definitions_give_config_or_config_error(queries: list[Any]) -> None:
+    try:
+        config_module.validate({"queries": queries}, source="fuzz.yml")
+    except ConfigError as e:
+        assert e.problems
+        assert all(p.startswith("fuzz.yml") and "queries" in p for p in e.problems), e.problems
+
+
+# What psycopg hands back for the column types a query may return.
+cell = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=True, allow_infinity=True, places=None),
+    odd_text,
+    st.binary(max_size=8),
+    st.datetimes(),
+)
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(odd_text, cell, cell), min_size=0, max_size=6
+    ),  # (label, value, other value)
+    st.permutations(["who", "n", "m"]),
+)
+def test_custom_query_results_give_metrics_or_a_named_error(
+    rows: list[tuple[Any, Any, Any]], columns: list[str]
+) -> None:
+    from pgvigil.collectors.custom import QueryError, build_families
+    from pgvigil.queries import CustomQuery
+
+    spec = CustomQuery.model_validate(
+        {
+            "name": "fuzzed",
+            "sql": "SELECT 1",
+            "labels": ["who"],
+            "metrics": [
+                {"column": "n", "name": "app_n", "help": "n."},
+                {"column": "m", "name": "app_m_total", "help": "m.", "type": "counter"},
+            ],
+        }
+    )
+    order = {"who": 0, "n": 1, "m": 2}
+    shuffled = [tuple(r[order[c]] for c in columns) for r in rows]
+    try:
+        families = build_families(spec, columns, shuffled)
+    except QueryError as e:
+        assert "custom query fuzzed" in str(e)
+        return
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(families))
+    page = generate_latest(registry).decode("utf-8")
+    parsed = {
+        s.labels["who"]
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+        if s.name == "app_n"
+    }
+    assert parsed <= {str(r[0]) for r in rows}
+
+
+class _Fixed:
+    def __init__(self, families: list[Any]):
+        self.families = families
+
+    def collect(self) -> list[Any]:
+        return self.families
