@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 from pgvigil import demodata
 from tests.conftest import Db
-from tests.support.sidecar import in_process, run_job, write_config
+from tests.support.postgres import wait_until
+from tests.support.processes import pgvigil_cmd
+from tests.support.sidecar import env_for, in_process, run_job, write_config
 
 COUNTS = """
 SELECT (SELECT count(*) FROM messages),
@@ -129,3 +134,33 @@ def test_missing_table_is_a_clear_failure(machine_db: Db) -> None:
     with in_process(machine_db.params, _settings()) as sidecar:
         assert sidecar.run("archive") == "failure"
         assert sidecar.message("archive") == "ArchiveError: table public.messages does not exist"
+
+
+def test_sigterm_stops_between_batches(machine_db: Db, tmp_path: Path) -> None:
+    _fill(machine_db, rows=900)
+    config = write_config(
+        tmp_path,
+        {"archive": {"batch_size": 50, "pause_seconds": 0.25}},
+        application_tables=[{"name": "messages", "retention_days": 10}],
+    )
+    out = tmp_path / "run.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen(
+            pgvigil_cmd("run-job", "archive", "--config.file", str(config)),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env_for(machine_db.dsn),
+        )
+    try:
+        wait_until(lambda: b"moving rows older than" in out.read_bytes(), timeout=30)
+        time.sleep(0.6)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+    text = out.read_text()
+    assert "archive: stopped by a signal: public.messages:" in text
+    remaining, _old_left, archived, _young = machine_db.execute(COUNTS)[0]
+    assert 0 < archived < 600 and remaining + archived == 900
+    assert archived % 50 == 0  # whole batches only
