@@ -22,7 +22,7 @@ def test_promtool_check_rules_accepts_the_committed_files() -> None:
 
 def test_promtool_unit_tests_pass() -> None:
     tests = sorted(p.name for p in (RULES_DIR / "tests").glob("*.yml"))
-    assert {"alerts.yml", "recording.yml", "forecast.yml"} <= set(tests)
+    assert {"alerts.yml", "growth.yml", "recording.yml", "forecast.yml"} <= set(tests)
     result = rules.test_rules(RULES_DIR)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(tests), result.stdout
