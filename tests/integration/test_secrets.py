@@ -199,3 +199,30 @@ def test_sidecar_and_jobs_never_show_a_password(tmp_path: Path, scram_cluster: C
     assert any(r.suffix == ".json" for r in reports) and any(r.suffix == ".md" for r in reports)
     shown += [r.read_text() for r in reports]
     assert_no_secret("\n".join(shown), "the sidecar's pages, logs, job output or reports")
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_smtp_password_stays_in_its_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "smtp_password"
+    secret_file.write_text(PASSWORD + "\n")
+    result = subprocess.run(
+        pgvigil_cmd("alerts", "config", "--file", str(REPO / "alertmanager.yml")),
+        env={
+            **os.environ,
+            "PGVIGIL_SMTP_SMARTHOST": "smtp.example.com:587",
+            "PGVIGIL_SMTP_USERNAME": "pgvigil",
+            "PGVIGIL_SMTP_PASSWORD_FILE": str(secret_file),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"smtp_auth_password_file: {secret_file}" in result.stdout
+    assert_no_secret(result.stdout + result.stderr, "the rendered Alertmanager config")
+    committed = [REPO / "alertmanager.yml", REPO / "docker-compose.yml"]
+    committed += sorted((REPO / "docker").rglob("*.yml"))
+    for path in committed:
+        assert "smtp_auth_password:" not in path.read_text(), path
