@@ -7,6 +7,7 @@ version does not matter. `throwaway_cluster` is a cluster the test may stop and 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,14 @@ def pg15() -> Server:
 
 
 @pytest.fixture(scope="session")
-def pg16(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def pg16() -> Iterator[Server]:
     import pgserver
 
-    data = tmp_path_factory.mktemp("pgserver16")
-    srv = pgserver.get_server(data, cleanup_mode="stop")
+    # Not under pytest's basetemp: pytest resets that tree to mode 0700 whenever any pytest
+    # starts, and the server (running as an unprivileged user when we are root) would lose
+    # its own data directory mid-run.
+    data = Path(tempfile.mkdtemp(prefix="pgvigil-pg16-"))
+    srv = pgserver.get_server(data, cleanup_mode="delete")
     socket_dir = srv.get_uri().split("host=")[-1]
     yield Server("pg16-embedded", {"host": socket_dir, "user": "postgres", "dbname": "postgres"})
     srv.cleanup()

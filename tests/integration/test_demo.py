@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
-import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -13,40 +14,36 @@ from tests.support.postgres import free_port, wait_until
 from tests.support.processes import parse_samples, pgvigil_cmd, sample, wait_http
 
 
+def running_in(directory: str) -> list[psutil.Process]:
+    """Processes whose command line names the directory (the embedded server's)."""
+    return [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and directory in " ".join(p.info["cmdline"])
+    ]
+
+
 def test_demo_serves_real_metrics_and_leaves_nothing_behind(tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "demo.out"
+    args = ["--history-rows", "2000", "--history-days", "7", "--rate", "20"]
     with open(out, "wb") as f:
         proc = subprocess.Popen(
-            pgvigil_cmd(
-                "demo",
-                "--web.listen-address",
-                f"127.0.0.1:{port}",
-                "--history-rows",
-                "2000",
-                "--history-days",
-                "7",
-                "--rate",
-                "20",
-            ),
+            pgvigil_cmd("demo", "--web.listen-address", f"127.0.0.1:{port}", *args),
             stdout=f,
             stderr=subprocess.STDOUT,
         )
+    data_dir = None
     try:
         wait_http(f"http://127.0.0.1:{port}/metrics", timeout=90, proc=proc)
-        import urllib.request
 
         def rows_inserted() -> float:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
                 samples = parse_samples(r.read().decode())
             assert sample(samples, "pgvigil_up") == 1
             assert sample(samples, "pgvigil_database_size_bytes", datname="chat") > 0
-            return (
-                sample(
-                    samples, "pgvigil_table_rows_inserted_total", schema="public", table="messages"
-                )
-                or 0
-            )
+            labels = {"schema": "public", "table": "messages"}
+            return sample(samples, "pgvigil_table_rows_inserted_total", **labels) or 0
 
         first = rows_inserted()
         assert first >= 2000
@@ -55,20 +52,13 @@ def test_demo_serves_real_metrics_and_leaves_nothing_behind(tmp_path: Path) -> N
         text = out.read_text()
         assert f"http://127.0.0.1:{port}/metrics" in text
         assert "Ctrl-C stops everything" in text
-        postmasters = [
-            p
-            for p in psutil.process_iter(["cmdline"])
-            if p.info["cmdline"] and "pgvigil-demo-" in " ".join(p.info["cmdline"])
-        ]
-        assert postmasters, "the embedded PostgreSQL should be running"
+        found = re.search(r"host=(/\S*pgvigil-demo-\w+)", text)
+        assert found, text
+        data_dir = found[1]
+        assert running_in(data_dir), "the embedded PostgreSQL should be running"
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
-    time.sleep(0.5)
-    leftovers = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if p.info["cmdline"] and "pgvigil-demo-" in " ".join(p.info["cmdline"])
-    ]
-    assert leftovers == []
+    assert running_in(data_dir) == []
+    assert not Path(data_dir).exists()
     assert "demo stopped" in out.read_text()
