@@ -12,7 +12,13 @@ import yaml
 from pgvigil import rules
 from pgvigil.cli import main
 from pgvigil.config import ConfigError
-from pgvigil.thresholds import DEFAULT_PATH, load_thresholds, thresholds_from
+from pgvigil.thresholds import (
+    DEFAULT_PATH,
+    Thresholds,
+    fragment_sections,
+    load_thresholds,
+    thresholds_from,
+)
 
 RULES_DIR = DEFAULT_PATH.parent
 ALERT_NAMES = {
@@ -26,6 +32,11 @@ ALERT_NAMES = {
     "PgvigilCacheHitRatioLow",
     "PgvigilWatchdog",
 }
+
+
+def _thresholds(data: dict) -> Thresholds:
+    """Thresholds like a user's file with `data`, beside the fragments in rules/groups/."""
+    return thresholds_from(data, declared=fragment_sections(RULES_DIR / "groups"))
 
 
 def _rules(text: str) -> list[dict]:
@@ -94,7 +105,7 @@ def test_recording_rules_the_dashboards_use_exist() -> None:
 
 
 def test_a_changed_threshold_and_table_list_flow_into_the_rules() -> None:
-    t = thresholds_from(
+    t = _thresholds(
         {
             "database_size_bytes": {"warning": "100MiB", "critical": "2GB", "for": "1m"},
             "growth_rows_per_day": {"tables": ["messages", "audit.events"]},
@@ -120,7 +131,7 @@ def test_a_changed_threshold_and_table_list_flow_into_the_rules() -> None:
 
 
 def test_database_scope_becomes_label_matchers() -> None:
-    t = thresholds_from({"database_size_bytes": {"include": "chat.*", "exclude": "template.*"}})
+    t = _thresholds({"database_size_bytes": {"include": "chat.*", "exclude": "template.*"}})
     expr = _rules(rules.render(t)["alerts.yml"])[0]["expr"]
     assert expr == (
         'pgvigil_database_size_bytes{datname=~"chat.*", datname!~"template.*"} > 524288000'
