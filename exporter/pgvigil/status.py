@@ -161,6 +161,19 @@ def gather(prom: Prometheus, instance: str, database: str | None) -> Summary:
         and a["labels"].get("alertname", "").startswith("Pgvigil")
         and a["labels"].get("severity") in ("critical", "warning")
     ]
+    # As Alertmanager inhibits it (alertmanager.yml), a warning whose critical fires for the
+    # same alert and instance is the same problem, counted once.
+    critical = {
+        (a["labels"]["alertname"], a["labels"].get("instance"))
+        for a in firing
+        if a["labels"]["severity"] == "critical"
+    }
+    firing = [
+        a
+        for a in firing
+        if a["labels"]["severity"] == "critical"
+        or (a["labels"]["alertname"], a["labels"].get("instance")) not in critical
+    ]
     severities = [a["labels"].get("severity") for a in firing]
     sizes = prom.vector(f"pgvigil_database_size_bytes{sel}")
     if database is not None:
