@@ -25,7 +25,12 @@ log = logging.getLogger(__name__)
 STALE_TABLES_SQL = """
 SELECT s.schemaname, s.relname, s.n_mod_since_analyze,
        (s.schemaname, s.relname) IN (SELECT * FROM unnest(%(schemas)s::text[], %(names)s::text[]))
-         AS application
+         AS application,
+       -- ANALYZE needs ownership (or, from PostgreSQL 17, the MAINTAIN privilege); on other
+       -- tables it would only warn and do nothing, so they are reported instead.
+       pg_has_role(c.relowner, 'USAGE')
+         OR CASE WHEN current_setting('server_version_num')::int >= 170000
+                 THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END AS allowed
 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
 WHERE s.n_mod_since_analyze > %(min_mod)s + %(fraction)s * greatest(c.reltuples, 0)
    OR (s.schemaname, s.relname) IN (SELECT * FROM unnest(%(schemas)s::text[], %(names)s::text[]))
@@ -50,10 +55,13 @@ def run(ctx: JobContext) -> str:
                 "fraction": settings.modified_fraction,
             },
         ).fetchall()
-        analyzed, skipped = 0, []
-        for schema, name, modified, application in rows:
+        analyzed, skipped, not_allowed = 0, [], []
+        for schema, name, modified, application, allowed in rows:
             if ctx.stopping():
                 break
+            if not allowed:
+                not_allowed.append(f"{schema}.{name}")
+                continue
             why = (
                 "an application table"
                 if application and modified <= settings.min_modifications
@@ -74,8 +82,11 @@ def run(ctx: JobContext) -> str:
             ctx.state.analyzed()
             ctx.progress(f"{schema}.{name}: analyzed in {time.perf_counter() - start:.2f}s ({why})")
     if ctx.dry_run:
-        return f"would analyze {len(rows)} table{'s' if len(rows) != 1 else ''}"
+        count = len(rows) - len(not_allowed)
+        return f"would analyze {count} table{'s' if count != 1 else ''}"
     summary = f"analyzed {analyzed} table{'s' if analyzed != 1 else ''}"
     if skipped:
         summary += f"; skipped (locked, retried next run): {', '.join(skipped)}"
+    if not_allowed:
+        summary += f"; not allowed to analyze (not the owner): {', '.join(not_allowed)}"
     return summary
