@@ -139,6 +139,7 @@ def analyse(
         {**t, "seq_share": t["seq_scan"] / (t["seq_scan"] + t["idx_scan"])}
         for t in tables
         if t["live"] >= s.large_table_rows
+        and t["seq_tup_read"] >= t["live"]  # at least one whole table's worth read so
         and t["seq_scan"] + t["idx_scan"] > 0
         and t["seq_scan"] / (t["seq_scan"] + t["idx_scan"]) > s.seq_scan_share
     ]
@@ -249,7 +250,7 @@ def _forecast(
         "price_per_gb_month": s.price_per_gb_month,
         "currency": s.currency,
         **{
-            f"in_{d}_days": round((size + per_day * d) / GB * s.price_per_gb_month, 2)
+            f"in_{d}_days": round((size + per_day * d) / GB * s.price_per_gb_month, 4)
             for d in (0, 30, 90, 365)
         },
     }
@@ -286,7 +287,11 @@ def _recommend(findings: dict[str, Any], forecast: dict[str, Any]) -> list[dict[
     def q(*parts: str) -> str:
         return ".".join(sql.Identifier(p).as_string(None) for p in parts)
 
+    # An index the duplicate advice already drops is not advised again as unused.
+    dropped = {(d["schema"], x) for d in findings["duplicate_indexes"] for x in d["indexes"][1:]}
     for i in findings["unused_indexes"]:
+        if (i["schema"], i["index"]) in dropped:
+            continue
         add(
             "unused_index",
             f"Index {i['index']} on {i['schema']}.{i['table']} was never used since the "
@@ -306,7 +311,8 @@ def _recommend(findings: dict[str, Any], forecast: dict[str, Any]) -> list[dict[
             "invalid_index",
             f"Index {i['index']} on {i['schema']}.{i['table']} is invalid (an interrupted "
             "CREATE INDEX CONCURRENTLY?): it costs writes and serves no query. Rebuild or drop it.",
-            f"REINDEX INDEX CONCURRENTLY {q(i['schema'], i['index'])};",
+            f"REINDEX INDEX CONCURRENTLY {q(i['schema'], i['index'])}; -- or, if it cannot "
+            f"be built (duplicate keys): DROP INDEX CONCURRENTLY {q(i['schema'], i['index'])};",
         )
     for t in findings["seq_scanned_tables"]:
         add(
