@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         db_module.describe(params),
     )
     server = web.make_server(config.sidecar.listen_address, routes, web_config)
+    # Each job's outcome is logged with its summary; the step-by-step lines are for run-job.
+    ctx.progress = log.debug
     stop_on_signals(ctx.stop)
     web.serve_in_thread(server)
     log.info(
