@@ -19,7 +19,14 @@ import pytest
 from pgvigil import demodata
 from pgvigil.cli import main
 from tests.support.postgres import Cluster, cluster, free_port
-from tests.support.processes import parse_samples, pgvigil_cmd, sample, stop, wait_http
+from tests.support.processes import (
+    Process,
+    parse_samples,
+    pgvigil_cmd,
+    sample,
+    stop,
+    wait_http,
+)
 from tests.support.sidecar import pgvigil_sidecar, write_config
 
 # Characters that need quoting in URLs and in key=value DSNs, so every escaping path is hit.
@@ -57,8 +64,8 @@ def kv(c: Cluster, port: int | None = None, password: str | None = None) -> str:
     return dsn
 
 
-def scrape_all(tmp_path: Path, env: dict[str, str], args: list[str]) -> tuple[float | None, str]:
-    """Run the exporter at debug level, read every page; (pgvigil_up, all it showed)."""
+def start_exporter(tmp_path: Path, env: dict[str, str], args: list[str]) -> Process:
+    """The exporter at debug level (the chattiest) on a free port; not waited for."""
     port = free_port()
     log_path = tmp_path / f"exporter-{port}.log"
     with open(log_path, "wb") as log:
@@ -70,14 +77,18 @@ def scrape_all(tmp_path: Path, env: dict[str, str], args: list[str]) -> tuple[fl
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
         )
-    base = f"http://127.0.0.1:{port}"
+    return Process(proc, f"http://127.0.0.1:{port}", log_path)
+
+
+def scrape_all(p: Process) -> tuple[float | None, str]:
+    """Read every page of a started exporter, stop it; (pgvigil_up, all it showed)."""
     try:
-        wait_http(base + "/healthz", proc=proc)
-        pages = [_get(base + path) for path in ("/metrics", "/metrics", "/", "/healthz")]
+        wait_http(p.url + "/healthz", timeout=60, proc=p.proc)
+        pages = [_get(p.url + path) for path in ("/metrics", "/metrics", "/", "/healthz")]
     finally:
-        stop(proc)
+        stop(p.proc)
     up = sample(parse_samples(pages[0]), "pgvigil_up")
-    return up, "\n".join(pages) + log_path.read_text(errors="replace")
+    return up, "\n".join(pages) + p.log()
 
 
 def _get(url: str) -> str:
@@ -117,8 +128,14 @@ def test_exporter_never_shows_a_password(tmp_path: Path, scram_cluster: Cluster)
         ),
         ("unreachable server", {"DATA_SOURCE_NAME": url(c, PASSWORD, port=down)}, [], 0.0),
     ]
-    for label, env, args, expected_up in cases:
-        up, shown = scrape_all(tmp_path, env, args)
+    # All at once: the machine spends its time starting Python, not waiting.
+    started = [start_exporter(tmp_path, env, args) for _, env, args, _ in cases]
+    try:
+        results = [scrape_all(p) for p in started]
+    finally:
+        for p in started:
+            stop(p.proc)
+    for (label, _, _, expected_up), (up, shown) in zip(cases, results, strict=True):
         assert up == expected_up, f"{label}: pgvigil_up={up}\n{shown[-2000:]}"
         assert_no_secret(shown, label)
         if expected_up == 0.0:
@@ -184,16 +201,20 @@ def test_sidecar_and_jobs_never_show_a_password(tmp_path: Path, scram_cluster: C
         ("analyze", kv(c, password=WRONG), {}, 1),
         ("archive", url(c, PASSWORD, port=free_port()), {}, 1),
     ]
-    for job, dsn, extra_env, expected in jobs:
-        result = subprocess.run(
+    running = [
+        subprocess.Popen(
             pgvigil_cmd("--log.level", "debug", "run-job", job, "--config.file", str(config)),
             env={**os.environ, "DATA_SOURCE_NAME": dsn, **extra_env},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
         )
-        assert result.returncode == expected, f"{job}: {result.stderr}"
-        shown += [result.stdout, result.stderr]
+        for job, dsn, extra_env, _ in jobs
+    ]
+    for (job, _, _, expected), proc in zip(jobs, running, strict=True):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == expected, f"{job}: {err}"
+        shown += [out, err]
 
     reports = sorted((tmp_path / "reports").glob("*"))
     assert any(r.suffix == ".json" for r in reports) and any(r.suffix == ".md" for r in reports)
