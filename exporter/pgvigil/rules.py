@@ -288,18 +288,30 @@ def test_rules(rules_dir: Path = RULES_DIR) -> subprocess.CompletedProcess[str]:
     """promtool test rules for every rules/tests/*.yml, against rules rendered at the defaults.
 
     The tests pin values at the default thresholds, so a site that changed thresholds.yml
-    still gets a meaningful test run of the templates.
+    still gets a meaningful test run of the templates. A test file without `group_eval_order`
+    gets one: recording groups first, then alert groups. promtool otherwise evaluates groups
+    in random order, and an alert on a recorded series would see it one step late, or not.
     """
     tests = sorted((rules_dir / "tests").glob("*.yml"))
     if not tests:
         return subprocess.CompletedProcess([], 1, "", f"no test files in {rules_dir / 'tests'}\n")
+    rendered = render(default_thresholds(rules_dir), rules_dir)
+    groups = {
+        name: [g["name"] for g in yaml.safe_load(text)["groups"]] for name, text in rendered.items()
+    }
     with tempfile.TemporaryDirectory(prefix="pgvigil-rules-") as tmp:
         root = Path(tmp)
-        for name, text in render(default_thresholds(rules_dir), rules_dir).items():
+        for name, text in rendered.items():
             (root / name).write_text(text, encoding="utf-8")
         (root / "tests").mkdir()
         for test in tests:
-            shutil.copy(test, root / "tests" / test.name)
+            spec = yaml.safe_load(test.read_text(encoding="utf-8"))
+            if isinstance(spec, dict) and "group_eval_order" not in spec:
+                loaded = {Path(str(f)).name for f in spec.get("rule_files", [])}
+                spec["group_eval_order"] = [g for n in OUTPUTS if n in loaded for g in groups[n]]
+                (root / "tests" / test.name).write_text(yaml.safe_dump(spec, sort_keys=False))
+            else:
+                shutil.copy(test, root / "tests" / test.name)
         return promtool("test", "rules", *(t.name for t in tests), cwd=root / "tests")
 
 
