@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pgvigil import demodata
-from tests.support.postgres import Cluster, wait_until
+from tests.support.postgres import Cluster, Server, cluster, wait_until
 from tests.support.processes import Process, parse_samples, pgvigil_cmd, pgvigil_serve, sample
 from tests.support.sidecar import env_for, pgvigil_sidecar, write_config
 
@@ -55,28 +55,60 @@ def failed_collectors(samples: dict[Any, float]) -> set[str]:
     }
 
 
-def terminate(c: Cluster, application_name: str) -> int:
+def terminate(c: Chat, application_name: str) -> int:
     with c.server.connect() as conn:
         rows = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            "WHERE application_name = %s AND datname = current_database() "
+            "AND pid <> pg_backend_pid()",
             [application_name],
         ).fetchall()
     return sum(1 for (ok,) in rows if ok)
 
 
+class Chat:
+    """A fresh database with the chat schema in the module's throwaway cluster; stopping it
+    stops the whole cluster (the tests run one after the other)."""
+
+    def __init__(self, c: Cluster, name: str):
+        self.cluster = c
+        self.name = name
+        self.server = Server(c.server.label, {**c.server.admin, "dbname": name})
+        self.dsn = self.server.dsn(name)
+
+    def stop(self, mode: str = "fast") -> None:
+        self.cluster.stop(mode)
+
+    def start(self) -> None:
+        self.cluster.start()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    # One initdb for the module: each test gets its own database in it.
+    with cluster(tmp_path_factory.mktemp("faults")) as c:
+        yield c
+
+
 @pytest.fixture
-def chat(throwaway_cluster: Cluster) -> Iterator[Cluster]:
-    with throwaway_cluster.server.connect() as conn:
+def chat(shared_cluster: Cluster) -> Iterator[Chat]:
+    if not shared_cluster.running():  # a failed test may have left it stopped
+        shared_cluster.start()
+    name = shared_cluster.server.create_database("pgvigil_faults")
+    db = Chat(shared_cluster, name)
+    with db.server.connect() as conn:
         demodata.insert_history(conn, days=40, rows=600, conversations=10)
-    yield throwaway_cluster
+    yield db
+    if not shared_cluster.running():
+        shared_cluster.start()
+    shared_cluster.server.drop_database(name)
 
 
 # --- the exporter ---------------------------------------------------------------------------
 
 
-def test_exporter_follows_a_stop_and_restart(tmp_path: Path, chat: Cluster) -> None:
-    dsn = chat.server.dsn("postgres")
+def test_exporter_follows_a_stop_and_restart(tmp_path: Path, chat: Chat) -> None:
+    dsn = chat.dsn
     with pgvigil_serve(
         tmp_path, ["--config.file", str(exporter_config(tmp_path))], {"DATA_SOURCE_NAME": dsn}
     ) as p:
@@ -97,8 +129,8 @@ def test_exporter_follows_a_stop_and_restart(tmp_path: Path, chat: Cluster) -> N
         wait_until(healthy, timeout=30, interval=0.5)
 
 
-def test_exporter_sessions_terminated(tmp_path: Path, chat: Cluster) -> None:
-    dsn = chat.server.dsn("postgres")
+def test_exporter_sessions_terminated(tmp_path: Path, chat: Chat) -> None:
+    dsn = chat.dsn
     with pgvigil_serve(
         tmp_path, ["--config.file", str(exporter_config(tmp_path))], {"DATA_SOURCE_NAME": dsn}
     ) as p:
@@ -111,8 +143,8 @@ def test_exporter_sessions_terminated(tmp_path: Path, chat: Cluster) -> None:
         assert failed_collectors(samples) == set()
 
 
-def test_scrape_returns_while_a_table_is_locked(tmp_path: Path, chat: Cluster) -> None:
-    dsn = chat.server.dsn("postgres")
+def test_scrape_returns_while_a_table_is_locked(tmp_path: Path, chat: Chat) -> None:
+    dsn = chat.dsn
     with pgvigil_serve(
         tmp_path, ["--config.file", str(exporter_config(tmp_path))], {"DATA_SOURCE_NAME": dsn}
     ) as p:
@@ -165,7 +197,7 @@ def archive_config(tmp_path: Path, **archive: Any) -> Path:
     )
 
 
-def snapshot(c: Cluster) -> dict[str, Any]:
+def snapshot(c: Chat) -> dict[str, Any]:
     with c.server.connect() as conn:
         live = {r[0] for r in conn.execute("SELECT id FROM messages")}
         archived_rows = []
@@ -195,14 +227,14 @@ def run_job(config: Path, dsn: str, job: str = "archive") -> subprocess.Popen[st
     )
 
 
-def test_archive_waits_out_a_lock_then_finishes(tmp_path: Path, chat: Cluster) -> None:
+def test_archive_waits_out_a_lock_then_finishes(tmp_path: Path, chat: Chat) -> None:
     before = snapshot(chat)["live"]
     config = archive_config(tmp_path, max_timeouts=60)
     with chat.server.connect() as locker:
         locker.autocommit = False
         # What a plain CREATE INDEX holds: reads go on, DELETEs wait.
         locker.execute("LOCK TABLE messages IN SHARE MODE")
-        job = run_job(config, chat.server.dsn("postgres"))
+        job = run_job(config, chat.dsn)
         assert job.stdout is not None
         seen = []
         # Hold the lock until the batch has shrunk to its minimum, then let go.
@@ -223,10 +255,10 @@ def test_archive_waits_out_a_lock_then_finishes(tmp_path: Path, chat: Cluster) -
     assert_nothing_lost(before, now)
 
 
-def test_archive_insert_error_rolls_back_the_batch(tmp_path: Path, chat: Cluster) -> None:
+def test_archive_insert_error_rolls_back_the_batch(tmp_path: Path, chat: Chat) -> None:
     before = snapshot(chat)["live"]
     config = archive_config(tmp_path)
-    dsn = chat.server.dsn("postgres")
+    dsn = chat.dsn
     # Let the sidecar create its archive (dry runs create nothing), then break inserts into
     # it half-way: the 3rd batch's INSERT raises inside the moving transaction.
     with chat.server.connect() as conn:
@@ -266,12 +298,12 @@ def test_archive_insert_error_rolls_back_the_batch(tmp_path: Path, chat: Cluster
     assert_nothing_lost(before, now)
 
 
-def test_sidecar_survives_terminated_sessions(tmp_path: Path, chat: Cluster) -> None:
+def test_sidecar_survives_terminated_sessions(tmp_path: Path, chat: Chat) -> None:
     """The scheduled archive runs every 2 s in slow, small batches; its sessions are killed
     mid-run. The next run goes on from where the killed one stopped."""
     before = snapshot(chat)["live"]
-    config = archive_config(tmp_path, batch_size=10, min_batch_size=5, pause_seconds=0.3)
-    with pgvigil_sidecar(tmp_path, chat.server.dsn("postgres"), config) as p:
+    config = archive_config(tmp_path, batch_size=10, min_batch_size=5, pause_seconds=0.15)
+    with pgvigil_sidecar(tmp_path, chat.dsn, config) as p:
         wait_until(lambda: snapshot(chat)["archived"], timeout=30, interval=0.2)
         assert terminate(chat, "pgvigil-sidecar") >= 1
         wait_until(lambda: snapshot(chat)["old_left"] == 0, timeout=90, interval=0.5)
@@ -287,13 +319,13 @@ def test_sidecar_survives_terminated_sessions(tmp_path: Path, chat: Cluster) -> 
     assert_nothing_lost(before, snapshot(chat))
 
 
-def test_sidecar_follows_a_stop_and_restart(tmp_path: Path, chat: Cluster) -> None:
+def test_sidecar_follows_a_stop_and_restart(tmp_path: Path, chat: Chat) -> None:
     config = write_config(
         tmp_path,
         {"jobs": {"quick_check": {"every": "1s"}}},
         connection=CONNECTION,
     )
-    with pgvigil_sidecar(tmp_path, chat.server.dsn("postgres"), config) as p:
+    with pgvigil_sidecar(tmp_path, chat.dsn, config) as p:
 
         def quick_check(name: str) -> float | None:
             return sample(parse_samples(p.get()), name, task="quick_check")
