@@ -17,8 +17,9 @@ and rows of the last 24 hours for each application table.
 
 Cardinality is bounded: one series per table only for the `tables.top_n` largest tables and
 for the configured application tables; every other table is summed into `__other__`, so a
-database of thousands of tables still yields a few dozen series here. The ranking and the sum
-happen in SQL so the exporter never holds a row per table.
+database of thousands of tables still yields a few dozen series here. The ranking (shared
+with the vacuum and indexes collectors, `ranking.py`) and the sum happen in SQL so the exporter
+never holds a row per table.
 
 `pgvigil_table_rows_last_24h` makes growth known at the first scrape, before Prometheus has a
 day of counter history. It counts through an index whose first column is the timestamp column
@@ -35,6 +36,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import text
 
+from pgvigil.collectors import ranking
 from pgvigil.collectors.base import Collector, TTLCache
 from pgvigil.config import ApplicationTable
 
@@ -42,23 +44,28 @@ log = logging.getLogger(__name__)
 
 OTHER = "__other__"
 
-TABLE_GROWTH_SQL = """
-WITH app(schemaname, relname) AS (
-    SELECT * FROM unnest(CAST(:app_schemas AS text[]), CAST(:app_names AS text[]))
-), ranked AS (
-    SELECT s.schemaname, s.relname, s.n_tup_ins, s.n_live_tup,
-           pg_total_relation_size(s.relid) AS bytes,
-           row_number() OVER (ORDER BY pg_total_relation_size(s.relid) DESC, s.relid) AS rank,
-           EXISTS (SELECT 1 FROM app a
-                   WHERE a.schemaname = s.schemaname AND a.relname = s.relname) AS is_app
-    FROM pg_stat_user_tables s
+# Exact sizes (pg_total_relation_size stats every file) only for the kept tables; the many
+# others are summed from relpages, which ANALYZE and VACUUM keep current (see ranking.py).
+TABLE_GROWTH_SQL = f"""
+{ranking.USER_TABLES}
+, index_pages AS (
+    SELECT i.indrelid, sum(ic.relpages) AS pages
+    FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+    WHERE i.indrelid IN (SELECT oid FROM user_tables WHERE NOT kept
+                         UNION ALL SELECT reltoastrelid FROM user_tables WHERE NOT kept)
+    GROUP BY i.indrelid
 )
-SELECT CASE WHEN rank <= :top_n OR is_app THEN schemaname ELSE :other END AS schema,
-       CASE WHEN rank <= :top_n OR is_app THEN relname ELSE :other END AS table,
-       sum(n_tup_ins) AS rows_inserted,
-       sum(n_live_tup) AS live_rows,
-       sum(bytes) AS bytes
-FROM ranked
+SELECT {ranking.labels_sql("u")},
+       sum(pg_stat_get_tuples_inserted(u.oid)) AS rows_inserted,
+       sum(pg_stat_get_live_tuples(u.oid)) AS live_rows,
+       sum(CASE WHEN u.kept THEN pg_total_relation_size(u.oid)
+                ELSE (u.relpages::bigint + coalesce(t.relpages, 0) + coalesce(ip.pages, 0)
+                      + coalesce(tip.pages, 0)) * current_setting('block_size')::bigint
+           END) AS bytes
+FROM user_tables u
+LEFT JOIN pg_class t ON t.oid = u.reltoastrelid
+LEFT JOIN index_pages ip ON ip.indrelid = u.oid
+LEFT JOIN index_pages tip ON tip.indrelid = u.reltoastrelid
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
@@ -95,14 +102,7 @@ class GrowthCollector(Collector):
         self._warned: set[str] = set()
 
     def collect(self) -> Iterable[Metric]:
-        apps = self.config.application_tables
-        rows = self.query(
-            TABLE_GROWTH_SQL,
-            app_schemas=[t.schema_ for t in apps],
-            app_names=[t.name for t in apps],
-            top_n=self.config.tables.top_n,
-            other=OTHER,
-        )
+        rows = self.query(TABLE_GROWTH_SQL, **ranking.table_params(self.db, self.config))
         inserted = CounterMetricFamily(
             "pgvigil_table_rows_inserted",
             "Rows inserted into the table (pg_stat_user_tables.n_tup_ins). Largest tables "
@@ -111,7 +111,8 @@ class GrowthCollector(Collector):
         )
         size = GaugeMetricFamily(
             "pgvigil_table_size_bytes",
-            "Table size with its indexes and TOAST (pg_total_relation_size).",
+            "Table size with its indexes and TOAST (pg_total_relation_size; for __other__ "
+            "the sum of relpages).",
             labels=["schema", "table"],
         )
         live = GaugeMetricFamily(

@@ -42,7 +42,7 @@ TABLE_SCANS_SQL = f"""
     WHERE i.indrelid IN (SELECT oid FROM user_tables)
     GROUP BY i.indrelid
 )
-SELECT {ranking.labels_sql()},
+SELECT {ranking.labels_sql("u")},
        sum(pg_stat_get_numscans(u.oid)) AS seq_scans,
        coalesce(sum(s.scans), 0) AS index_scans
 FROM user_tables u
