@@ -91,8 +91,15 @@ def last_analyze(db):  # type: ignore[no-untyped-def]
     return row[0]
 
 
-@pytest.mark.parametrize("analyze", ["on", "off"])
-def test_sidecar_jobs_under_maintenance_role(tmp_path: Path, database, analyze: str) -> None:
+def test_sidecar_jobs_under_maintenance_role(tmp_path: Path, database) -> None:
+    run_jobs_as_maintenance_role(tmp_path, database, analyze="on")
+
+
+def test_sidecar_jobs_without_owner_membership(tmp_path: Path, machine_db) -> None:
+    run_jobs_as_maintenance_role(tmp_path, machine_db, analyze="off")
+
+
+def run_jobs_as_maintenance_role(tmp_path: Path, database, analyze: str) -> None:  # type: ignore[no-untyped-def]
     owner, role = unique_role("chat_owner"), unique_role("pgvigil_maint")
     admin = database.params
     with temporary_roles(admin, [database.name], [role, owner]):
