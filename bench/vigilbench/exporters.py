@@ -37,6 +37,7 @@ class Scraped:
 class Exporter:
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path):
         self.name = name
+        self.label = name  # unique among the exporters of one measurement
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/metrics"
         self.log_path = log_dir / f"{name}-{self.port}.log"

@@ -56,14 +56,16 @@ class Series:
 
 
 def alternate(exporters: Sequence[Exporter], rounds: int) -> dict[str, Series]:
-    results = {e.name: Series() for e in exporters}
+    """`rounds` rounds, each scraping every exporter once, in reverse order every other
+    round; results keyed by exporter label."""
+    results = {e.label: Series() for e in exporters}
     for i in range(rounds):
         order = exporters if i % 2 == 0 else list(reversed(exporters))
         for exporter in order:
             scraped = exporter.scrape()
             if scraped.status != 200:
                 raise RuntimeError(f"{exporter.name} answered HTTP {scraped.status}")
-            results[exporter.name].add(scraped)
+            results[exporter.label].add(scraped)
     return results
 
 

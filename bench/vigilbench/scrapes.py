@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,71 +49,85 @@ def exporters_on(
             e.stop()
 
 
-def measure_case(
+def measure_group(
     server: Server,
     kind: str,
-    size: int,
-    dbname: str,
+    databases: dict[int, str],
     log_dir: Path,
     *,
     rounds: int,
     rss_scrapes: int = 0,
     raw: list[dict[str, Any]],
-) -> dict[str, Any]:
-    case: dict[str, Any] = {
-        "kind": kind,
-        "size": size,
-        "database": dbname,
-        "database_bytes": server.size_bytes(dbname),
-        "load_average_before": load_average(),
-        "exporters": {},
-    }
-    with exporters_on(server, dbname, log_dir) as exporters:
-        first = {e.name: e.scrape() for e in exporters}
+) -> list[dict[str, Any]]:
+    """Every database of one kind at once: both exporters on each, all scraped round-robin
+    (pgvigil@10, postgres_exporter@10, pgvigil@500, ...), so every size sees the same machine
+    and a busy minute cannot make one size look cheaper than another."""
+    cases: dict[int, dict[str, Any]] = {}
+    with ExitStack() as stack:
+        exporters: list[Exporter] = []
+        by_size: dict[int, list[Exporter]] = {}
+        for size, dbname in databases.items():
+            cases[size] = {
+                "kind": kind,
+                "size": size,
+                "database": dbname,
+                "database_bytes": server.size_bytes(dbname),
+                "load_average_before": load_average(),
+                "exporters": {},
+            }
+            started = stack.enter_context(exporters_on(server, dbname, log_dir))
+            for e in started:
+                e.label = f"{e.name}@{kind}={size}"
+            by_size[size] = started
+            exporters.extend(started)
+        first = {e.label: e.scrape() for e in exporters}
         measure.alternate(exporters, WARMUP_ROUNDS - 1)
-        cpu_before = {e.name: e.cpu_seconds() for e in exporters}
+        cpu_before = {e.label: e.cpu_seconds() for e in exporters}
         runs = measure.alternate(exporters, rounds)
-        cpu = {e.name: (e.cpu_seconds() - cpu_before[e.name]) / rounds for e in exporters}
-        with server.connect(dbname) as conn:
-            held = connections(conn, dbname)
-        for e in exporters:
-            run = runs[e.name]
-            figures = measure.describe_series(e, run)
-            figures["first_scrape_s"] = round(first[e.name].seconds, 4)
-            figures["cpu_s_per_scrape"] = round(cpu[e.name], 4)
-            figures["connections_idle"] = held[e.name]
-            case["exporters"][e.name] = figures
-            raw.extend(
-                {
-                    "case": f"{kind}={size}",
-                    "exporter": e.name,
-                    "scrape": i,
-                    "seconds": round(secs, 6),
-                    "payload_bytes": run.payload_bytes[i],
-                    "series": run.series[i],
-                }
-                for i, secs in enumerate(run.seconds)
+        cpu = {e.label: (e.cpu_seconds() - cpu_before[e.label]) / rounds for e in exporters}
+        for size, started in by_size.items():
+            case = cases[size]
+            with server.connect(case["database"]) as conn:
+                held = connections(conn, case["database"])
+            for e in started:
+                run = runs[e.label]
+                figures = measure.describe_series(e, run)
+                figures["first_scrape_s"] = round(first[e.label].seconds, 4)
+                figures["cpu_s_per_scrape"] = round(cpu[e.label], 4)
+                figures["connections_idle"] = held[e.name]
+                case["exporters"][e.name] = figures
+                raw.extend(
+                    {
+                        "case": f"{kind}={size}",
+                        "exporter": e.name,
+                        "scrape": i,
+                        "seconds": round(secs, 6),
+                        "payload_bytes": run.payload_bytes[i],
+                        "series": run.series[i],
+                    }
+                    for i, secs in enumerate(run.seconds)
+                )
+            case["load_average_after"] = load_average()
+            log.info(
+                "%s=%s: %s",
+                kind,
+                size,
+                ", ".join(
+                    f"{n} median {f['median_s']:.3f}s p95 {f['p95_s']:.3f}s {f['series']} series "
+                    f"{f['rss_kib'] // 1024} MiB"
+                    for n, f in case["exporters"].items()
+                ),
             )
-        if rss_scrapes > rounds + WARMUP_ROUNDS:
-            log.info("%s=%s: scraping on to %d scrapes each for memory", kind, size, rss_scrapes)
-            measure.alternate(exporters, rss_scrapes - rounds - WARMUP_ROUNDS)
-            for e in exporters:
-                case["exporters"][e.name]["rss_kib_after_scrapes"] = {
+        smallest = min(by_size)
+        if kind == "tables" and rss_scrapes > rounds + WARMUP_ROUNDS:
+            log.info("%s=%s: scraping on to %d scrapes each", kind, smallest, rss_scrapes)
+            measure.alternate(by_size[smallest], rss_scrapes - rounds - WARMUP_ROUNDS)
+            for e in by_size[smallest]:
+                cases[smallest]["exporters"][e.name]["rss_kib_after_scrapes"] = {
                     "scrapes": rss_scrapes,
                     "rss_kib": e.rss_kib(),
                 }
-    case["load_average_after"] = load_average()
-    log.info(
-        "%s=%s: %s",
-        kind,
-        size,
-        ", ".join(
-            f"{n} median {f['median_s']:.3f}s p95 {f['p95_s']:.3f}s {f['series']} series "
-            f"{f['rss_kib'] // 1024} MiB"
-            for n, f in case["exporters"].items()
-        ),
-    )
-    return case
+    return [cases[size] for size in databases]
 
 
 def load_test(
