@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         ctx.database.dispose()
     stats = ctx.state.jobs[args.job]
+    if ctx.state.take_archive_request():  # the loop would archive now; run-job only says so
+        print("the database is past its size warning threshold: run `pgvigil run-job archive`")
     if outcome.startswith("skipped"):
         print(f"{args.job}: skipped: {stats.last_message}", flush=True)
     elif outcome == "failure":
