@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # pgvigil: the exporter (`pgvigil serve`) and the maintenance sidecar (`pgvigil sidecar`).
 # Slim and non-root: a build stage makes the wheel, the runtime stage holds only the installed
 # package (psycopg[binary] brings its own libpq, so no compiler or -dev packages ship).
@@ -14,8 +15,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels pgvigil \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pgvigil \
  && install -d -o 10001 -g 10001 /var/lib/pgvigil
-# Reports and rendered configs; a named volume mounted here inherits the owner.
-VOLUME /var/lib/pgvigil
+# Reports and rendered configs live here; a named volume mounted on it inherits the owner.
 USER 10001:10001
 EXPOSE 9839 9840
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
