@@ -18,6 +18,7 @@ import yaml
 
 from tests.support.observed_stack import Observed, observed_stack
 from tests.support.postgres import cluster, free_port
+from tests.support.stack import prometheus
 
 pytestmark = pytest.mark.e2e
 
@@ -146,3 +147,27 @@ def test_a_server_that_is_not_prometheus_is_one_clear_line(observed: Observed) -
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pgvigil status: ")
     assert "Traceback" not in result.stderr
+
+
+def test_prometheus_without_pgvigil_data_gives_nulls_not_guesses(tmp_path: Path) -> None:
+    with prometheus(tmp_path, {}) as empty:
+        result = status("--json", "--prometheus.url", empty.url)
+        text = status("--prometheus.url", empty.url)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["system_health"] == {
+        "status": "unknown",
+        "score": None,
+        "active_alerts": 0,
+        "critical_alerts": 0,
+        "warning_alerts": 0,
+        "uptime_percentage": None,
+        "performance_trend": "unknown",
+    }
+    assert body["database_health"] == {
+        "connection_time_ms": None,
+        "database_size_mb": None,
+        "connection_healthy": False,
+    }
+    assert "health     no data  unknown" in text.stdout
+    assert "no data from the exporter" in text.stdout
