@@ -12,8 +12,8 @@ CONFIG = """\
 queries:
   - name: plans
     sql: |
-      SELECT plan, count(*) AS users, sum(spent) AS spent_total
-      FROM users GROUP BY plan
+      SELECT plan::text AS plan, count(*) AS users, sum(spent) AS spent_total
+      FROM users WHERE plan LIKE '%' GROUP BY plan  -- written as is: no escaping of % or :
     labels: [plan]
     metrics:
       - {column: users, name: chat_users, help: Users by plan.}

@@ -70,11 +70,17 @@ class CustomQueryCollector(Collector):
                     return (), []
             # SET LOCAL: the timeout ends with this transaction, pooled sessions keep theirs.
             conn.execute(text(SET_TIMEOUT_SQL), {"ms": str(int(q.timeout_seconds * 1000))})
-            result = conn.exec_driver_sql(q.sql)
-            if not result.returns_rows:
-                raise QueryError(f"custom query {q.name} returned no result set")
-            columns = list(result.keys())
-            rows = list(result)
+            # The driver's own cursor without parameters: the SQL is sent exactly as written,
+            # so `%` and `:name` in it need no escaping.
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(q.sql)
+                if cursor.description is None:
+                    raise QueryError(f"custom query {q.name} returned no result set")
+                columns = [d[0] for d in cursor.description]
+                rows = list(cursor.fetchall())
+            finally:
+                cursor.close()
             conn.rollback()
         return columns, rows
 
