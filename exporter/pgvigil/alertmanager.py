@@ -91,33 +91,49 @@ def parse_duration(text: str) -> timedelta:
 
 
 class Alertmanager:
+    """API v2 of one Alertmanager, or of an HA cluster given as comma-separated URLs.
+
+    Cluster peers share silences by gossip, so any one will do: calls go to the first peer that
+    answers and stay there (a silence created is then read back from the same peer).
+    """
+
     def __init__(self, url: str = DEFAULT_URL, timeout: float = 5.0):
-        self.url = url.rstrip("/")
+        self.urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()] or [DEFAULT_URL]
+        self.url = self.urls[0]
         self.timeout = timeout
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
+        failures = []
+        for url in [self.url, *(u for u in self.urls if u != self.url)]:
+            try:
+                raw = self._request(url, method, path, body)
+            except OSError as e:  # URLError, refused, timeouts: try the next peer
+                failures.append(f"{url}: {getattr(e, 'reason', e)}")
+                continue
+            self.url = url
+            try:
+                return json.loads(raw) if raw.strip() else None
+            except ValueError:
+                raise AlertmanagerError(f"{url} did not answer like Alertmanager API v2") from None
+        if len(failures) == 1:
+            raise AlertmanagerError(f"cannot reach Alertmanager at {failures[0]}")
+        raise AlertmanagerError(f"cannot reach any Alertmanager ({'; '.join(failures)})")
+
+    def _request(self, url: str, method: str, path: str, body: Any) -> bytes:
         request = urllib.request.Request(
-            f"{self.url}/api/v2{path}",
-            data=data,
+            f"{url}/api/v2{path}",
+            data=json.dumps(body).encode() if body is not None else None,
             method=method,
             headers={"Content-Type": "application/json", "Accept": "application/json"},
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as e:
+                return bytes(response.read())
+        except urllib.error.HTTPError as e:  # it answered: no point asking a peer
             detail = e.read().decode(errors="replace").strip().strip('"')
             raise AlertmanagerError(
-                f"Alertmanager at {self.url} refused {method} {path}: HTTP {e.code} {detail}"
+                f"Alertmanager at {url} refused {method} {path}: HTTP {e.code} {detail}"
             ) from None
-        except OSError as e:  # URLError, refused, timeouts
-            reason = getattr(e, "reason", e)
-            raise AlertmanagerError(f"cannot reach Alertmanager at {self.url}: {reason}") from None
-        try:
-            return json.loads(raw) if raw.strip() else None
-        except ValueError:
-            raise AlertmanagerError(f"{self.url} did not answer like Alertmanager API v2") from None
 
     def alerts(self) -> list[dict[str, Any]]:
         """Every alert Alertmanager holds: active, silenced and inhibited."""

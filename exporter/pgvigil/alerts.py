@@ -73,7 +73,8 @@ def _url_option(parser: argparse.ArgumentParser, default: Any = argparse.SUPPRES
         "--alertmanager.url",
         dest="alertmanager_url",
         default=default,
-        help=f"Alertmanager base URL (default: ${URL_ENV} or {DEFAULT_URL})",
+        help=f"Alertmanager base URL; comma-separated for an HA cluster "
+        f"(default: ${URL_ENV} or {DEFAULT_URL})",
     )
 
 

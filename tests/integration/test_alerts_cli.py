@@ -166,3 +166,31 @@ def test_bad_input_exits_2(am: Alertmanager) -> None:
     result = pgvigil(am.url, "ack", "PgvigilX", "--for", "soon", "--comment", "x")
     assert result.returncode == 2
     assert "'soon' is not a duration" in result.stderr
+
+
+def test_ha_cluster_urls_skip_a_dead_peer_and_silences_replicate(tmp_path: Path) -> None:
+    from tests.support.postgres import free_port
+
+    config = "route: {receiver: none}\nreceivers: [{name: none}]\n"
+    dead = f"http://127.0.0.1:{free_port()}"
+    with (
+        alertmanager(tmp_path, config, cluster=True) as first,
+        alertmanager(
+            tmp_path, config, cluster=True, extra_args=[f"--cluster.peer={first.cluster_address}"]
+        ) as second,
+    ):
+        wait_until(lambda: len(second.get_json("/api/v2/status")["cluster"]["peers"]) == 2, 20)
+        urls = f"{dead},{first.url}"
+        result = pgvigil(urls, "ack", "PgvigilDiskUsageHigh", "--comment", "ha")
+        assert result.returncode == 0, result.stderr
+        silence_id = result.stdout.split("silence ")[1].split(";")[0]
+        # Created on the first live peer, known to the other one by gossip.
+        wait_until(lambda: any(s["id"] == silence_id for s in second.silences()), timeout=20)
+
+        dead2 = f"http://127.0.0.1:{free_port()}"
+        result = pgvigil(f"{dead},{dead2}/", "list")
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"pgvigil: cannot reach any Alertmanager ({dead}: [Errno 111] Connection refused; "
+            f"{dead2}: [Errno 111] Connection refused)\n"
+        )
