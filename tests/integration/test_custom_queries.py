@@ -73,7 +73,7 @@ def test_custom_queries_answer_and_fail_one_by_one(database: Db, tmp_path: Path)
     assert sample(first, "pgvigil_collector_success", collector="vacuum") == 1
     assert database.execute("SELECT count(*) FROM users WHERE plan = 'evil'")[0][0] == 0
 
-    assert "custom:broken failed: DataError: division by zero" in log
+    assert "custom:broken failed" in log and "division by zero" in log
     assert "custom:slow failed" in log and "statement timeout" in log
     assert "column x not in its result (columns: y)" in log
     assert "read-only transaction" in log
