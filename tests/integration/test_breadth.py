@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import Db
 from tests.support.inprocess import scraper
-from tests.support.postgres import Cluster, _pg_bin, wait_until
+from tests.support.postgres import Cluster, _pg_bin, free_port, wait_until
 from tests.support.samples import Samples, scrape_once, series, value
 
 
@@ -231,3 +231,71 @@ def test_replication_lag_of_a_streaming_receiver(receiving: Cluster) -> None:
     assert labels == {"application_name": "pg_receivewal", "client_addr": "127.0.0.1"}
     # pg_receivewal does not replay, so it reports no replay position: no byte lag
     assert value(s, "pgvigil_replication_lag_seconds", **labels) >= 0
+
+
+@pytest.fixture
+def streaming_replica(throwaway_cluster: Cluster) -> Iterator[tuple[Cluster, dict[str, Any]]]:
+    """A real hot standby of the throwaway cluster (pg_basebackup -R), on its own port."""
+    primary = throwaway_cluster
+    data = primary.dir / "replica"
+    port = free_port()
+    run = {"check": True, "capture_output": True, "user": primary.user}
+    subprocess.run(
+        [
+            str(_pg_bin() / "pg_basebackup"),
+            *("-D", str(data), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"),
+            *("-R", "-X", "stream", "--no-sync"),
+        ],
+        **run,
+    )
+    with open(data / "postgresql.conf", "a") as conf:
+        conf.write(f"port = {port}\nunix_socket_directories = '{primary.dir}'\n")
+    pg_ctl = [str(_pg_bin() / "pg_ctl"), "-D", str(data), "-w", "-t", "30"]
+    subprocess.run([*pg_ctl, "-l", str(primary.dir / "replica.log"), "start"], **run)
+    try:
+        yield primary, {"host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres"}
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], **{**run, "check": False})
+
+
+def test_replication_lag_of_a_hot_standby_from_both_ends(
+    streaming_replica: tuple[Cluster, dict[str, Any]],
+) -> None:
+    primary, replica_params = streaming_replica
+    with primary.server.connect() as conn:
+        wait_until(
+            lambda: conn.execute(
+                "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn IS NOT NULL"
+            ).fetchone()[0],
+            timeout=30,
+        )
+        conn.execute("CREATE TABLE churn AS SELECT generate_series(1, 1000) AS g")
+        ((application_name,),) = conn.execute(
+            "SELECT application_name FROM pg_stat_replication"
+        ).fetchall()
+
+    registry, pool = scraper(primary.server.conninfo("postgres"))
+    try:
+        on_primary = scrape_once(registry)
+    finally:
+        pool.dispose()
+    labels = {"application_name": application_name, "client_addr": "127.0.0.1"}
+    assert value(on_primary, "pgvigil_replication_replicas") == 1
+    assert value(on_primary, "pgvigil_replication_lag_bytes", **labels) >= 0
+    assert value(on_primary, "pgvigil_replication_lag_seconds", **labels) >= 0
+    assert series(on_primary, "pgvigil_replica_replay_delay_seconds") == []
+
+    registry, pool = scraper(replica_params)
+    try:
+        on_replica = scrape_once(registry)
+    finally:
+        pool.dispose()
+    failed = [
+        labels["collector"]
+        for labels in series(on_replica, "pgvigil_collector_success")
+        if value(on_replica, "pgvigil_collector_success", **labels) != 1
+    ]
+    assert failed == []  # every collector works on a read-only standby
+    assert value(on_replica, "pgvigil_in_recovery") == 1
+    assert value(on_replica, "pgvigil_replica_replay_delay_seconds") >= 0
+    assert value(on_replica, "pgvigil_replication_replicas") == 0
