@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 
 from pgvigil.sidecar.jobs import JobContext
 from pgvigil.sidecar.report_markdown import render_markdown
+from pgvigil.sidecar.settings import ReportSettings
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ DATABASE_SQL = """
 SELECT current_database() AS name, pg_database_size(current_database()) AS bytes,
        coalesce(d.stats_reset, pg_postmaster_start_time()) AS stats_since,
        d.stats_reset IS NULL AS since_start,
-       current_setting('data_directory', true) AS data_directory
+       current_setting('data_directory', true) AS data_directory,
+       d.blks_hit, d.blks_read, current_setting('shared_buffers') AS shared_buffers
 FROM pg_stat_database d WHERE d.datname = current_database()
 """
 TABLE_GROWTH_SQL = """
@@ -99,7 +101,7 @@ FROM {table}
 # Bytes per row over live and dead row versions: the space a new row costs once VACUUM
 # makes dead rows' space reusable (counting live rows only overstates it after archival).
 TABLE_SIZE_SQL = """
-SELECT pg_total_relation_size(c.oid) AS bytes,
+SELECT pg_total_relation_size(c.oid) AS bytes, greatest(c.reltuples, 0) AS live_rows,
        greatest(c.reltuples, 0) + coalesce(s.n_dead_tup, 0) AS rows
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
@@ -159,8 +161,9 @@ def analyse(
         "dead_tuples": dead,
         "never_analyzed": never_analyzed,
         "growth": growth,
+        "cache": _cache(db),
     }
-    recommendations = _recommend(findings, forecast)
+    recommendations = _recommend(findings, forecast, s)
     headline = {
         "timestamp_seconds": now,
         "unused_index_bytes": sum(i["bytes"] for i in unused),
@@ -210,6 +213,8 @@ def _table_growth(conn: psycopg.Connection[Any], t: Any) -> dict[str, Any] | Non
         "rows_per_day": round(rows_per_day, 1),
         "bytes_per_day": round(rows_per_day * bytes_per_row),
         "bytes": size["bytes"],
+        "live_rows": int(size["live_rows"]),
+        "timestamp_column": t.timestamp_column,
         "retention_days": t.retention_days,
         "rows_past_retention": int(row["past_retention"]),
     }
@@ -278,7 +283,18 @@ def _disk(ctx: JobContext, db: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _recommend(findings: dict[str, Any], forecast: dict[str, Any]) -> list[dict[str, Any]]:
+def _cache(db: dict[str, Any]) -> dict[str, Any]:
+    hit, read = int(db["blks_hit"] or 0), int(db["blks_read"] or 0)
+    return {
+        "hit_ratio": round(hit / (hit + read), 4) if hit + read else None,
+        "blocks_read": read,
+        "shared_buffers": db["shared_buffers"],
+    }
+
+
+def _recommend(
+    findings: dict[str, Any], forecast: dict[str, Any], s: ReportSettings
+) -> list[dict[str, Any]]:
     out = []
 
     def add(kind: str, text: str, statement: str) -> None:
@@ -345,6 +361,31 @@ def _recommend(findings: dict[str, Any], forecast: dict[str, Any]) -> list[dict[
                 f"its {g['retention_days']}-day retention: run the archival job.",
                 f"-- pgvigil run-job archive   (moves them in batches into "
                 f"{q(g['schema'], g['table'] + '_archive')})",
+            )
+    cache = findings["cache"]
+    if (
+        cache["hit_ratio"] is not None
+        and cache["blocks_read"] >= 10_000
+        and cache["hit_ratio"] < s.cache_hit_ratio
+    ):
+        add(
+            "scaling_memory",
+            f"Only {cache['hit_ratio']:.0%} of block reads were served from shared_buffers "
+            f"({cache['shared_buffers']}): the working set outgrew memory. Give PostgreSQL more "
+            "memory (about a quarter of RAM for shared_buffers) or a larger instance.",
+            "ALTER SYSTEM SET shared_buffers = '<about 25% of RAM>';  -- takes a restart",
+        )
+    for g in findings["growth"]:
+        if g["retention_days"] and g["live_rows"] >= s.partition_rows:
+            add(
+                "scaling_partitioning",
+                f"{g['schema']}.{g['table']} holds {g['live_rows']} rows: partitioned by month "
+                f"on {g['timestamp_column']}, retention becomes detaching a partition instead "
+                "of deleting rows, and queries on recent rows read small partitions.",
+                f"CREATE TABLE {q(g['schema'], g['table'] + '_partitioned')} "
+                f"(LIKE {q(g['schema'], g['table'])}) PARTITION BY RANGE "
+                f"({q(g['timestamp_column'])});  -- then monthly partitions, a copy and a swap, "
+                "in a maintenance window",
             )
     full = forecast["days_until_disk_full"]
     if full is not None and full < 90:

@@ -108,6 +108,15 @@ def render_markdown(data: dict[str, Any]) -> str:
             for g in f["growth"]
         ],
     )
+    cache = f.get("cache") or {}
+    if cache.get("hit_ratio") is not None:
+        out += [
+            "## Memory",
+            "",
+            f"- Buffer cache hit ratio: {cache['hit_ratio']:.1%} ({cache['blocks_read']} blocks "
+            f"read from disk; shared_buffers {cache['shared_buffers']}).",
+            "",
+        ]
     cost = fc["storage_cost_per_month"]
     out += [
         "## Forecast",

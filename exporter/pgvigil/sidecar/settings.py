@@ -161,6 +161,12 @@ class ReportSettings(Strict):
         0.5, description="A large table is 'mostly sequentially scanned' above this share."
     )
     dead_tuple_ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
+    cache_hit_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.9, description="Advise more memory when the buffer cache serves less than this."
+    )
+    partition_rows: Annotated[int, Field(ge=1)] = Field(
+        10_000_000, description="Advise partitioning an application table from this many rows."
+    )
     statement_timeout_seconds: Seconds = 120.0
 
 
