@@ -224,6 +224,56 @@ def overview(t: Thresholds) -> list[Panel]:
             width=6,
         ),
         Panel(
+            "Connections",
+            "Client connections by state (pgvigil_connections) against max_connections.",
+            "short",
+            [
+                (f"sum by (state) (pgvigil_connections{{{INSTANCE}}})", "{{state}}"),
+                (f"pgvigil_max_connections{{{INSTANCE}}}", "max_connections"),
+            ],
+        ),
+        Panel(
+            "Replication lag",
+            "Replay lag of each streaming replica as the primary sees it "
+            "(pgvigil_replication_lag_seconds), and the replay delay when the watched server is "
+            "itself a replica (pgvigil_replica_replay_delay_seconds).",
+            "s",
+            [
+                (
+                    f"pgvigil_replication_lag_seconds{{{INSTANCE}}}",
+                    "{{application_name}} {{client_addr}}",
+                ),
+                (f"pgvigil_replica_replay_delay_seconds{{{INSTANCE}}}", "this replica"),
+            ],
+        ),
+        Panel(
+            "Oldest transaction",
+            "Age of the oldest open transaction (pgvigil_oldest_transaction_age_seconds): a "
+            "long one holds back vacuum and archival.",
+            "s",
+            [(f"pgvigil_oldest_transaction_age_seconds{{{INSTANCE}}}", "{{instance}}")],
+            kind="stat",
+            width=6,
+            steps=[(GREEN, None), (ORANGE, 3600.0)],
+        ),
+        Panel(
+            "Transaction ID age",
+            "Age of the oldest unfrozen transaction ID per database as a share of "
+            "autovacuum_freeze_max_age (pgvigil_database_xid_age): anti-wraparound vacuum "
+            "starts at 100%.",
+            "percentunit",
+            [
+                (
+                    f"pgvigil_database_xid_age{{{INSTANCE}}} / on (job, instance) group_left "
+                    f"pgvigil_autovacuum_freeze_max_age{{{INSTANCE}}}",
+                    "{{datname}}",
+                )
+            ],
+            kind="stat",
+            width=6,
+            steps=[(GREEN, None), (ORANGE, 0.8), (RED, 1.0)],
+        ),
+        Panel(
             "Exporter collectors",
             "pgvigil_collector_success per collector: 0 means that collector failed on the "
             "last scrape (the others still answer); see the exporter log.",
@@ -394,6 +444,29 @@ def storage(t: Thresholds) -> list[Panel]:
             kind="stat",
             steps=[(GREEN, None), (ORANGE, 1.0)],
             decimals=0,
+        ),
+        Panel(
+            "Dead rows",
+            "Dead rows waiting for vacuum in the largest tables (pgvigil_table_dead_rows).",
+            "short",
+            [(f"topk(10, pgvigil_table_dead_rows{{{INSTANCE}}})", "{{schema}}.{{table}}")],
+            kind="bargauge",
+            instant=True,
+        ),
+        Panel(
+            "Since last ANALYZE",
+            "Time since each table's statistics were last refreshed, by autovacuum or the "
+            "sidecar's analyze job (pgvigil_table_last_analyze_timestamp_seconds).",
+            "s",
+            [
+                (
+                    f"time() - pgvigil_table_last_analyze_timestamp_seconds{{{INSTANCE}}}",
+                    "{{schema}}.{{table}}",
+                )
+            ],
+            kind="bargauge",
+            instant=True,
+            steps=[(GREEN, None), (ORANGE, 86400.0), (RED, 7 * 86400.0)],
         ),
         Panel(
             "Storage cost projection",
