@@ -63,6 +63,10 @@ def resolve_conninfo(
         params: dict[str, Any] = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as e:
         raise DsnError(f"the DSN cannot be parsed: {_parse_problem(str(e))}") from None
+    except UnicodeDecodeError:  # a URL with a %-escape that is not UTF-8, e.g. `host:%80`
+        raise DsnError(
+            "the DSN cannot be parsed: a %-encoded part of it is not valid UTF-8"
+        ) from None
     redact.register_secret(params.get("password"))
     port = str(params.get("port", ""))
     if port and not all(p.strip().isdigit() for p in port.split(",")):
