@@ -45,27 +45,14 @@ log = logging.getLogger(__name__)
 OTHER = "__other__"
 
 # Exact sizes (pg_total_relation_size stats every file) only for the kept tables; the many
-# others are summed from relpages, which ANALYZE and VACUUM keep current (see ranking.py).
+# others are estimated from relpages every few minutes (ranking.other_bytes).
 TABLE_GROWTH_SQL = f"""
 {ranking.USER_TABLES}
-, index_pages AS (
-    SELECT i.indrelid, sum(ic.relpages) AS pages
-    FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-    WHERE i.indrelid IN (SELECT oid FROM user_tables WHERE NOT kept
-                         UNION ALL SELECT reltoastrelid FROM user_tables WHERE NOT kept)
-    GROUP BY i.indrelid
-)
-SELECT {ranking.labels_sql("u")},
-       sum(pg_stat_get_tuples_inserted(u.oid)) AS rows_inserted,
-       sum(pg_stat_get_live_tuples(u.oid)) AS live_rows,
-       sum(CASE WHEN u.kept THEN pg_total_relation_size(u.oid)
-                ELSE (u.relpages::bigint + coalesce(t.relpages, 0) + coalesce(ip.pages, 0)
-                      + coalesce(tip.pages, 0)) * current_setting('block_size')::bigint
-           END) AS bytes
-FROM user_tables u
-LEFT JOIN pg_class t ON t.oid = u.reltoastrelid
-LEFT JOIN index_pages ip ON ip.indrelid = u.oid
-LEFT JOIN index_pages tip ON tip.indrelid = u.reltoastrelid
+SELECT {ranking.labels_sql()},
+       sum(pg_stat_get_tuples_inserted(oid)) AS rows_inserted,
+       sum(pg_stat_get_live_tuples(oid)) AS live_rows,
+       sum(CASE WHEN kept THEN pg_total_relation_size(oid) END) AS bytes
+FROM user_tables
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
@@ -112,7 +99,8 @@ class GrowthCollector(Collector):
         size = GaugeMetricFamily(
             "pgvigil_table_size_bytes",
             "Table size with its indexes and TOAST (pg_total_relation_size; for __other__ "
-            "the sum of relpages).",
+            "the sum of relpages, refreshed every "
+            f"{ranking.RANKING_TTL_SECONDS:g}s).",
             labels=["schema", "table"],
         )
         live = GaugeMetricFamily(
@@ -123,7 +111,10 @@ class GrowthCollector(Collector):
         for row in rows:
             labels = [row.schema, row.table]
             inserted.add_metric(labels, float(row.rows_inserted))
-            size.add_metric(labels, float(row.bytes))
+            if row.table == ranking.OTHER:
+                size.add_metric(labels, ranking.other_bytes(self.db, self.config))
+            else:
+                size.add_metric(labels, float(row.bytes))
             live.add_metric(labels, float(row.live_rows))
 
         recent = GaugeMetricFamily(

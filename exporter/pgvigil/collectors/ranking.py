@@ -72,6 +72,23 @@ WITH app(schemaname, relname) AS (
 )
 """
 
+# Estimated bytes of the tables that are not kept (heap, TOAST and their indexes, relpages).
+OTHER_BYTES_SQL = f"""
+{USER_TABLES}
+, index_pages AS (
+    SELECT i.indrelid, sum(ic.relpages) AS pages
+    FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+    GROUP BY i.indrelid
+)
+SELECT coalesce(sum((u.relpages::bigint + coalesce(t.relpages, 0) + coalesce(ip.pages, 0)
+                     + coalesce(tip.pages, 0)) * current_setting('block_size')::bigint), 0)
+FROM user_tables u
+LEFT JOIN pg_class t ON t.oid = u.reltoastrelid
+LEFT JOIN index_pages ip ON ip.indrelid = u.oid
+LEFT JOIN index_pages tip ON tip.indrelid = u.reltoastrelid
+WHERE NOT u.kept
+"""
+
 # One ranking per watched database, shared by its collectors, dropped with the Database.
 _rankings: weakref.WeakKeyDictionary[Database, TTLCache[list[int]]] = weakref.WeakKeyDictionary()
 
@@ -85,6 +102,20 @@ def largest_tables(db: Database, top_n: int) -> list[int]:
             return [r.oid for r in conn.execute(text(LARGEST_TABLES_SQL), {"top_n": top_n})]
 
     return cache.get(rank)
+
+
+_other_bytes: weakref.WeakKeyDictionary[Database, TTLCache[float]] = weakref.WeakKeyDictionary()
+
+
+def other_bytes(db: Database, config: Config) -> float:
+    """Estimated size of all tables that are not kept, recomputed with the ranking's TTL."""
+    cache = _other_bytes.setdefault(db, TTLCache[float](RANKING_TTL_SECONDS))
+
+    def estimate() -> float:
+        with db.engine.connect() as conn:
+            return float(conn.execute(text(OTHER_BYTES_SQL), table_params(db, config)).scalar_one())
+
+    return cache.get(estimate)
 
 
 def table_params(db: Database, config: Config) -> dict[str, Any]:
