@@ -84,6 +84,10 @@ class WebConfigFile(Strict):
     @field_validator("basic_auth_users")
     @classmethod
     def _bcrypt_hashes(cls, v: dict[str, str]) -> dict[str, str]:
+        colon = sorted(user for user in v if ":" in user or not user)
+        if colon:
+            # Basic auth sends "user:password": such a user could never log in.
+            raise ValueError(f"user names must be non-empty without ':': {', '.join(colon)}")
         bad = sorted(user for user, hashed in v.items() if not is_bcrypt_hash(hashed))
         if bad:
             raise ValueError(

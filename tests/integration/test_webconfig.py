@@ -125,6 +125,7 @@ def test_client_certificates_required(tmp_path: Path, pki: Pki, machine_db) -> N
         ("basic_auth_user:\n  a: b\n", "web.yml:2: basic_auth_user: unknown key"),
         ("tls_server_config: [\n", "web.yml:2:1: not valid YAML"),
         ("- a\n", "web.yml:1: the top level must be a mapping"),
+        ("basic_auth_users:\n  'a:b': x\n", "user names must be non-empty without ':': a:b"),
     ],
 )
 def test_bad_web_config_is_a_clear_error(tmp_path: Path, content: str, expected: str) -> None:

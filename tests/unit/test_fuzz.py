@@ -357,3 +357,36 @@ class _Fixed:
 
     def collect(self) -> list[Any]:
         return self.families
+
+
+# --- web config files -----------------------------------------------------------------------
+
+WEB_KEYS = [
+    "tls_server_config", "cert_file", "key_file", "client_auth_type", "client_ca_file",
+    "min_version", "max_version", "basic_auth_users", "http_server_config", "headers", "http2",
+    "cipher_suites", "TLS12", "RequireAndVerifyClientCert", "prometheus",
+]  # fmt: skip
+web_values = st.recursive(
+    st.one_of(scalars, st.sampled_from(WEB_KEYS), st.just("$2b$04$" + "a" * 53)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(st.one_of(st.sampled_from(WEB_KEYS), keys), children, max_size=4),
+    ),
+    max_leaves=15,
+)
+
+
+@FAST
+@given(web_values)
+def test_web_config_gives_settings_or_config_error(tmp_path: Path, data: Any) -> None:
+    from types import SimpleNamespace
+
+    from pgvigil import webconfig
+
+    path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    server = SimpleNamespace()
+    try:
+        webconfig.apply(server, path)
+    except ConfigError as e:
+        assert e.problems and all(str(path) in p for p in e.problems), e.problems
