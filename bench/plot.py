@@ -55,14 +55,14 @@ def soak_plot(results: dict[str, Any], path: Path) -> bool:
     if not soak:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    for name, figures in soak["exporters"].items():
+    for label, figures in soak["exporters"].items():
         points = figures["rss_kib_over_time"]
         ax.plot(
             [p[0] for p in points],
             [p[1] / 1024 for p in points],
-            "-",
-            color=COLOURS.get(name),
-            label=f"{name} ({figures['scrapes']} scrapes, "
+            "-" if label.endswith("=5000") else ":",
+            color=COLOURS.get(figures.get("exporter", label)),
+            label=f"{label} ({figures['scrapes']} scrapes, "
             f"slope {figures['slope_kib_per_hour']} KiB/h)",
         )
     ax.set_xlabel("minutes")
@@ -70,7 +70,7 @@ def soak_plot(results: dict[str, Any], path: Path) -> bool:
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"Memory during a {soak['minutes']:g}-minute soak at 5000 tables")
+    ax.set_title(f"Resident memory during a {soak['minutes']:g}-minute soak")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -129,26 +129,27 @@ def soak_table(results: dict[str, Any]) -> str:
     if not soak:
         return "(no soak in this run)"
     rows = []
-    for name, f in soak["exporters"].items():
+    for label, f in soak["exporters"].items():
+        at = f["rss_kib_at_scrapes"]
         rows.append(
             [
-                name,
+                label,
                 f["scrapes"],
                 f"{f.get('median_s', 0):.3f}",
                 mib(f["rss_kib_start"]),
                 mib(f["rss_kib_end"]),
-                f"{mib(f['rss_kib_at_scrapes'])} (at {f['rss_at_scrapes']})",
+                mib(at) if at else f"(fewer than {f['rss_at_scrapes']})",
                 f["slope_kib_per_hour"],
             ]
         )
-    return f"{soak['minutes']:g} minutes on {soak['database']}:\n\n" + table(
+    return f"{soak['minutes']:g} minutes, every exporter scraped back to back:\n\n" + table(
         [
-            "exporter",
+            "exporter@database",
             "scrapes",
             "median s",
             "RSS first",
             "RSS last",
-            "RSS after N scrapes",
+            f"RSS after {next(iter(soak['exporters'].values()))['rss_at_scrapes']} scrapes",
             "slope KiB/h",
         ],
         rows,
@@ -260,27 +261,26 @@ def goals(results: dict[str, Any]) -> str:
                 ok(v["series"] <= GOALS["series_5000"]),
             ]
         )
-        big_rss, where = rss_at_5000(results, big)
-        mem = big_rss["pgvigil"] / big_rss["postgres_exporter"]
+        v_rss, v_where = rss_after(results, "pgvigil", 5000)
+        p_rss, p_where = rss_after(results, "postgres_exporter", 5000)
+        mem = v_rss / p_rss
         rows.append(
             [
                 "RSS at 5000 tables / postgres_exporter",
                 f"<= {GOALS['memory_ratio_5000']}",
-                f"{mem:.2f} ({mib(big_rss['pgvigil'])} vs {mib(big_rss['postgres_exporter'])}; "
-                f"{where})",
+                f"{mem:.2f} ({mib(v_rss)} {v_where} vs {mib(p_rss)} {p_where})",
                 ok(mem <= GOALS["memory_ratio_5000"]),
             ]
         )
     if big and one:
-        big_rss, where = rss_at_5000(results, big)
-        one_rss, one_where = rss_after(one["pgvigil"])
-        growth = big_rss["pgvigil"] / one_rss
+        v_rss, v_where = rss_after(results, "pgvigil", 5000)
+        one_rss, one_where = rss_after(results, "pgvigil", 1)
+        growth = v_rss / one_rss
         rows.append(
             [
                 "pgvigil RSS at 5000 tables / at 1 table",
                 f"<= {GOALS['own_memory_growth']}",
-                f"{growth:.2f} ({mib(big_rss['pgvigil'])}, {where}; vs {mib(one_rss)}, "
-                f"{one_where})",
+                f"{growth:.2f} ({mib(v_rss)} {v_where} vs {mib(one_rss)} {one_where})",
                 ok(growth <= GOALS["own_memory_growth"]),
             ]
         )
@@ -321,28 +321,26 @@ def goals(results: dict[str, Any]) -> str:
     return table(["goal", "target", "measured", "met"], rows)
 
 
-def rss_after(figures: dict[str, Any]) -> tuple[float, str]:
-    after = figures.get("rss_kib_after_scrapes")
+def soak_rss(results: dict[str, Any], label: str) -> tuple[float, str] | None:
+    """RSS of one soaked exporter after `rss_at_scrapes` scrapes (else at the end)."""
+    f = (results.get("soak") or {}).get("exporters", {}).get(label)
+    if not f:
+        return None
+    if f.get("rss_kib_at_scrapes"):
+        return f["rss_kib_at_scrapes"], f"after {f['rss_at_scrapes']} scrapes"
+    return f["rss_kib_end"], f"after {f['scrapes']} soak scrapes"
+
+
+def rss_after(results: dict[str, Any], name: str, size: int) -> tuple[float, str]:
+    soaked = soak_rss(results, f"{name}@tables={size}")
+    if soaked:
+        return soaked
+    figures = case(results, "tables", size) or {}
+    f = figures[name]
+    after = f.get("rss_kib_after_scrapes")
     if after:
         return after["rss_kib"], f"after {after['scrapes']} scrapes"
-    return figures["rss_kib"], f"after {figures['scrapes'] + 2} scrapes"
-
-
-def rss_at_5000(results: dict[str, Any], big: dict[str, Any]) -> tuple[dict[str, float], str]:
-    """RSS at the largest tables database: from the soak when there is one (many scrapes),
-    else after the scrape phase."""
-    soak = results.get("soak")
-    if soak and all(n in soak["exporters"] for n in big):
-        out, notes = {}, []
-        for name, f in soak["exporters"].items():
-            if f.get("rss_kib_at_scrapes"):
-                out[name] = f["rss_kib_at_scrapes"]
-                notes.append(f"{name} after {f['rss_at_scrapes']} scrapes")
-            else:
-                out[name] = f["rss_kib_end"]
-                notes.append(f"{name} after {f['scrapes']} soak scrapes")
-        return out, ", ".join(notes)
-    return {n: f["rss_kib"] for n, f in big.items()}, "after the scrape phase"
+    return f["rss_kib"], f"after {f['scrapes'] + 2} scrapes"
 
 
 def ok(flag: bool) -> str:

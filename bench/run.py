@@ -206,36 +206,39 @@ def run_phases(
             for size in values:
                 databases[size] = server.ensure(kind, size, reuse=args.reuse)
                 used.append(databases[size])
-            # Memory after many scrapes: on the smallest tables database (cheap to scrape);
-            # on the largest, the soak phase counts the scrapes.
             results["cases"] += scrapes.measure_group(
                 server,
                 kind,
                 databases,
                 log_dir,
                 rounds=args.scrapes,
-                rss_scrapes=args.rss_scrapes,
+                rss_scrapes=0 if "soak" in args.phases else args.rss_scrapes,
                 raw=raw,
             )
             write(args.out, results, raw)
-    if "load" in args.phases or "soak" in args.phases:
+    if "load" in args.phases:
         dbname = server.ensure("tables", biggest, reuse=True)
         used.append(dbname)
-        if "load" in args.phases:
-            results["load"] = scrapes.load_test(
-                server, dbname, log_dir, args.load_clients, args.load_rounds
-            )
-            write(args.out, results, raw)
-        if "soak" in args.phases and args.soak_minutes > 0:
-            results["soak"] = scrapes.soak_test(
-                server,
-                dbname,
-                log_dir,
-                args.soak_minutes,
-                args.soak_sample_seconds,
-                args.rss_scrapes,
-            )
-            write(args.out, results, raw)
+        results["load"] = scrapes.load_test(
+            server, dbname, log_dir, args.load_clients, args.load_rounds
+        )
+        write(args.out, results, raw)
+    if "soak" in args.phases and args.soak_minutes > 0:
+        # The smallest and the largest tables database side by side: pgvigil's memory at
+        # 5000 tables against its own at one table, after as many scrapes.
+        databases = {}
+        for size in dict.fromkeys([min(args.tables), biggest]):
+            databases[size] = server.ensure("tables", size, reuse=True)
+            used.append(databases[size])
+        results["soak"] = scrapes.soak_test(
+            server,
+            databases,
+            log_dir,
+            args.soak_minutes,
+            args.soak_sample_seconds,
+            args.rss_scrapes,
+        )
+        write(args.out, results, raw)
     if "dbwork" in args.phases:
         results["dbwork"] = scrapes.database_work(
             args.dbwork_tables, args.dbwork_rows, args.dbwork_scrapes, log_dir, server.prefix

@@ -154,11 +154,11 @@ def soak(
     scrapes."""
     started = time.monotonic()
     deadline = started + minutes * 60
-    counts = {e.name: 0 for e in exporters}
-    times: dict[str, list[float]] = {e.name: [] for e in exporters}
-    samples: dict[str, list[tuple[float, int]]] = {e.name: [] for e in exporters}
+    counts = {e.label: 0 for e in exporters}
+    times: dict[str, list[float]] = {e.label: [] for e in exporters}
+    samples: dict[str, list[tuple[float, int]]] = {e.label: [] for e in exporters}
     rss_at: dict[str, int] = {}
-    errors: dict[str, int] = {e.name: 0 for e in exporters}
+    errors: dict[str, int] = {e.label: 0 for e in exporters}
 
     def scrape_loop(e: Exporter) -> None:
         while time.monotonic() < deadline:
@@ -168,12 +168,12 @@ def soak(
             except OSError:
                 ok = False
             if not ok:
-                errors[e.name] += 1
+                errors[e.label] += 1
                 continue
-            times[e.name].append(s.seconds)
-            counts[e.name] += 1
-            if counts[e.name] == rss_at_scrapes:
-                rss_at[e.name] = e.rss_kib()
+            times[e.label].append(s.seconds)
+            counts[e.label] += 1
+            if counts[e.label] == rss_at_scrapes:
+                rss_at[e.label] = e.rss_kib()
 
     threads = [threading.Thread(target=scrape_loop, args=(e,), daemon=True) for e in exporters]
     for t in threads:
@@ -181,23 +181,24 @@ def soak(
     while time.monotonic() < deadline:
         now = time.monotonic()
         for e in exporters:
-            samples[e.name].append((round((now - started) / 60, 3), e.rss_kib()))
+            samples[e.label].append((round((now - started) / 60, 3), e.rss_kib()))
         time.sleep(min(sample_every_s, max(0.0, deadline - time.monotonic())))
     for t in threads:
         t.join()
     out: dict[str, Any] = {"minutes": minutes, "exporters": {}}
     for e in exporters:
-        series = samples[e.name]
+        series = samples[e.label]
         warm = [(t, kib) for t, kib in series if t >= min(1.0, minutes / 5)]
-        out["exporters"][e.name] = {
-            "scrapes": counts[e.name],
-            "failed_scrapes": errors[e.name],
-            **(summary(times[e.name]) if times[e.name] else {}),
+        out["exporters"][e.label] = {
+            "exporter": e.name,
+            "scrapes": counts[e.label],
+            "failed_scrapes": errors[e.label],
+            **(summary(times[e.label]) if times[e.label] else {}),
             "rss_kib_over_time": series,
             "rss_kib_start": series[0][1] if series else None,
             "rss_kib_end": e.rss_kib(),
             "rss_at_scrapes": rss_at_scrapes,
-            "rss_kib_at_scrapes": rss_at.get(e.name),
+            "rss_kib_at_scrapes": rss_at.get(e.label),
             "slope_kib_per_hour": round(slope(warm) * 60, 1) if len(warm) >= 3 else None,
         }
     return out

@@ -153,20 +153,26 @@ def load_test(
 
 def soak_test(
     server: Server,
-    dbname: str,
+    databases: dict[int, str],
     log_dir: Path,
     minutes: float,
     sample_every_s: float,
     rss_scrapes: int,
 ) -> dict[str, Any]:
-    with exporters_on(server, dbname, log_dir) as exporters:
+    """Both exporters on each of `databases` (tables count -> name), all soaked at once."""
+    with ExitStack() as stack:
+        exporters: list[Exporter] = []
+        for size, dbname in databases.items():
+            for e in stack.enter_context(exporters_on(server, dbname, log_dir)):
+                e.label = f"{e.name}@tables={size}"
+                exporters.append(e)
         out = measure.soak(exporters, minutes, sample_every_s, rss_scrapes)
-    out["database"] = dbname
+    out["databases"] = databases
     out["load_average_after"] = load_average()
-    for name, figures in out["exporters"].items():
+    for label, figures in out["exporters"].items():
         log.info(
             "soak %s: %d scrapes, RSS %s -> %s KiB, slope %s KiB/h",
-            name,
+            label,
             figures["scrapes"],
             figures["rss_kib_start"],
             figures["rss_kib_end"],
