@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,9 +12,9 @@ from psycopg import sql
 
 from pgvigil import demodata
 from tests.support.postgres import wait_until
-from tests.support.processes import parse_samples, pgvigil_serve, sample
+from tests.support.processes import parse_samples, pgvigil_cmd, pgvigil_serve, sample
 from tests.support.roles import psql, temporary_roles, unique_role
-from tests.support.sidecar import run_job, write_config
+from tests.support.sidecar import env_for, run_job, write_config
 
 SUPERUSER_WARNING = "as a superuser"
 
@@ -139,6 +140,21 @@ def run_jobs_as_maintenance_role(tmp_path: Path, database, analyze: str) -> None
         archived = run_job(dsn, "archive", config)
         assert archived.returncode == 0, archived.stderr + archived.stdout
         assert f"{old} rows moved" in archived.stdout
+        checks = ("health_check", "quick_check", "weekly_report")
+        running = [
+            subprocess.Popen(
+                pgvigil_cmd("run-job", job, "--config.file", str(config)),
+                env=env_for(dsn),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for job in checks
+        ]
+        for job, proc in zip(checks, running, strict=True):
+            output, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 0, f"{job}: {output}"
+            assert "permission denied" not in output, f"{job}: {output}"
 
         remaining, in_archive, archive_owner = database.execute(
             "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM messages_archive), "
