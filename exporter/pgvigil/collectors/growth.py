@@ -44,19 +44,6 @@ log = logging.getLogger(__name__)
 
 OTHER = "__other__"
 
-# Exact sizes (pg_total_relation_size stats every file) only for the kept tables; the many
-# others are estimated from relpages every few minutes (ranking.other_bytes).
-TABLE_GROWTH_SQL = f"""
-{ranking.USER_TABLES}
-SELECT {ranking.labels_sql()},
-       sum(pg_stat_get_tuples_inserted(oid)) AS rows_inserted,
-       sum(pg_stat_get_live_tuples(oid)) AS live_rows,
-       sum(CASE WHEN kept THEN pg_total_relation_size(oid) END) AS bytes
-FROM user_tables
-GROUP BY 1, 2
-ORDER BY 1, 2
-"""
-
 # Is there a valid index whose first key column is the timestamp column?
 TIMESTAMP_INDEX_SQL = """
 SELECT EXISTS (
@@ -89,7 +76,8 @@ class GrowthCollector(Collector):
         self._warned: set[str] = set()
 
     def collect(self) -> Iterable[Metric]:
-        rows = self.query(TABLE_GROWTH_SQL, **ranking.table_params(self.db, self.config))
+        # Exact sizes only for kept tables; __other__ is estimated (ranking.other_bytes).
+        rows = ranking.table_stats(self.db, self.config)
         inserted = CounterMetricFamily(
             "pgvigil_table_rows_inserted",
             "Rows inserted into the table (pg_stat_user_tables.n_tup_ins). Largest tables "

@@ -34,23 +34,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from pgvigil.collectors import ranking
 from pgvigil.collectors.base import Collector, TTLCache
 
-TABLE_SCANS_SQL = f"""
-{ranking.USER_TABLES}
-, index_scans AS (
-    SELECT i.indrelid, sum(pg_stat_get_numscans(i.indexrelid)) AS scans
-    FROM pg_index i
-    WHERE i.indrelid IN (SELECT oid FROM user_tables)
-    GROUP BY i.indrelid
-)
-SELECT {ranking.labels_sql("u")},
-       sum(pg_stat_get_numscans(u.oid)) AS seq_scans,
-       coalesce(sum(s.scans), 0) AS index_scans
-FROM user_tables u
-LEFT JOIN index_scans s ON s.indrelid = u.oid
-GROUP BY 1, 2
-ORDER BY 1, 2
-"""
-
 UNUSED_INDEXES_SQL = """
 WITH unused AS (
     SELECT n.nspname AS schema, t.relname AS table, c.relname AS index,
@@ -93,8 +76,7 @@ class IndexesCollector(Collector):
             "Largest and application tables; the rest summed as __other__.",
             labels=labels,
         )
-        params = ranking.table_params(self.db, self.config)
-        for row in self.query(TABLE_SCANS_SQL, **params):
+        for row in ranking.table_stats(self.db, self.config):
             seq.add_metric([row.schema, row.table], float(row.seq_scans))
             idx.add_metric([row.schema, row.table], float(row.index_scans))
 

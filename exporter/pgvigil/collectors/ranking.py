@@ -1,9 +1,9 @@
 """Which tables get their own series: the `tables.top_n` largest plus the application tables.
 
-A per-table collector (vacuum, indexes) starts its SQL with `USER_TABLES`, which marks each
-table `kept` or not; the collector then groups the tables that are not kept into one
-`__other__` row, in SQL, so a database of 5000 tables costs one catalog pass and returns a
-few dozen rows rather than 5000 rows to Python.
+The per-table collectors (growth, vacuum, indexes) share one snapshot per scrape,
+`table_stats()`: `USER_TABLES` marks each table `kept` or not, and the tables that are not kept
+are grouped into one `__other__` row, in SQL, so a database of 5000 tables costs one catalog
+pass per scrape and returns a few dozen rows rather than 5000 rows to Python.
 
 The ranking itself is the expensive part and changes slowly, so it is computed at most every
 `RANKING_TTL_SECONDS` per database and shared by the collectors of that database. Size for the
@@ -72,6 +72,15 @@ WITH app(schemaname, relname) AS (
 )
 """
 
+
+def labels_sql(alias: str = "user_tables") -> str:
+    """SELECT-list expressions naming a kept table, or __other__ (bound as :other)."""
+    return (
+        f"CASE WHEN {alias}.kept THEN {alias}.schemaname ELSE :other END AS schema, "
+        f"CASE WHEN {alias}.kept THEN {alias}.relname ELSE :other END AS table"
+    )
+
+
 # Estimated bytes of the tables that are not kept (heap, TOAST and their indexes, relpages).
 OTHER_BYTES_SQL = f"""
 {USER_TABLES}
@@ -118,6 +127,50 @@ def other_bytes(db: Database, config: Config) -> float:
     return cache.get(estimate)
 
 
+# Everything the per-table collectors (growth, vacuum, indexes) export, in one pass over
+# pg_class: each pass costs about as much as all the statistics read in it.
+TABLE_STATS_SQL = f"""
+{USER_TABLES}
+, index_scans AS (
+    SELECT i.indrelid, sum(pg_stat_get_numscans(i.indexrelid)) AS scans
+    FROM pg_index i
+    WHERE i.indrelid IN (SELECT oid FROM user_tables)
+    GROUP BY i.indrelid
+)
+SELECT {labels_sql("u")},
+       sum(pg_stat_get_tuples_inserted(u.oid)) AS rows_inserted,
+       sum(pg_stat_get_live_tuples(u.oid)) AS live_rows,
+       sum(pg_stat_get_dead_tuples(u.oid)) AS dead_rows,
+       extract(epoch FROM min(greatest(pg_stat_get_last_vacuum_time(u.oid),
+                                       pg_stat_get_last_autovacuum_time(u.oid)))) AS vacuumed,
+       extract(epoch FROM min(greatest(pg_stat_get_last_analyze_time(u.oid),
+                                       pg_stat_get_last_autoanalyze_time(u.oid)))) AS analyzed,
+       sum(pg_stat_get_numscans(u.oid)) AS seq_scans,
+       coalesce(sum(s.scans), 0) AS index_scans,
+       sum(CASE WHEN u.kept THEN pg_total_relation_size(u.oid) END) AS bytes
+FROM user_tables u
+LEFT JOIN index_scans s ON s.indrelid = u.oid
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+# One snapshot serves the collectors of one scrape; the next scrape reads afresh.
+SNAPSHOT_TTL_SECONDS = 1.0
+_snapshots: weakref.WeakKeyDictionary[Database, TTLCache[list[Any]]] = weakref.WeakKeyDictionary()
+
+
+def table_stats(db: Database, config: Config) -> list[Any]:
+    """Per kept table (and one __other__ row): rows_inserted, live_rows, dead_rows, vacuumed,
+    analyzed (Unix times or None), seq_scans, index_scans, bytes (None for __other__)."""
+    cache = _snapshots.setdefault(db, TTLCache[list[Any]](SNAPSHOT_TTL_SECONDS))
+
+    def read() -> list[Any]:
+        with db.engine.connect() as conn:
+            return list(conn.execute(text(TABLE_STATS_SQL), table_params(db, config)))
+
+    return cache.get(read)
+
+
 def table_params(db: Database, config: Config) -> dict[str, Any]:
     apps = config.application_tables
     return {
@@ -126,11 +179,3 @@ def table_params(db: Database, config: Config) -> dict[str, Any]:
         "kept": largest_tables(db, config.tables.top_n),
         "other": OTHER,
     }
-
-
-def labels_sql(alias: str = "user_tables") -> str:
-    """SELECT-list expressions naming a kept table, or __other__ (bound as :other)."""
-    return (
-        f"CASE WHEN {alias}.kept THEN {alias}.schemaname ELSE :other END AS schema, "
-        f"CASE WHEN {alias}.kept THEN {alias}.relname ELSE :other END AS table"
-    )

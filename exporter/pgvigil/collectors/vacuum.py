@@ -36,19 +36,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from pgvigil.collectors import ranking
 from pgvigil.collectors.base import Collector
 
-TABLE_VACUUM_SQL = f"""
-{ranking.USER_TABLES}
-SELECT {ranking.labels_sql()},
-       sum(pg_stat_get_dead_tuples(oid)) AS dead_rows,
-       extract(epoch FROM min(greatest(pg_stat_get_last_vacuum_time(oid),
-                                       pg_stat_get_last_autovacuum_time(oid)))) AS vacuumed,
-       extract(epoch FROM min(greatest(pg_stat_get_last_analyze_time(oid),
-                                       pg_stat_get_last_autoanalyze_time(oid)))) AS analyzed
-FROM user_tables
-GROUP BY 1, 2
-ORDER BY 1, 2
-"""
-
 XID_AGE_SQL = """
 SELECT datname, age(datfrozenxid) AS xid_age, mxid_age(datminmxid) AS mxid_age,
        current_setting('autovacuum_freeze_max_age')::bigint AS freeze_max_age
@@ -80,8 +67,7 @@ class VacuumCollector(Collector):
             "when never analyzed).",
             labels=labels,
         )
-        params = ranking.table_params(self.db, self.config)
-        for row in self.query(TABLE_VACUUM_SQL, **params):
+        for row in ranking.table_stats(self.db, self.config):
             key = [row.schema, row.table]
             dead.add_metric(key, float(row.dead_rows))
             if row.vacuumed is not None:
