@@ -77,7 +77,7 @@ class GrowthCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         # Exact sizes only for kept tables; __other__ is estimated (ranking.other_bytes).
-        rows = ranking.table_stats(self.db, self.config)
+        rows = ranking.table_stats(self.db, self.config, self.name)
         inserted = CounterMetricFamily(
             "pgvigil_table_rows_inserted",
             "Rows inserted into the table (pg_stat_user_tables.n_tup_ins). Largest tables "

@@ -76,7 +76,7 @@ class IndexesCollector(Collector):
             "Largest and application tables; the rest summed as __other__.",
             labels=labels,
         )
-        for row in ranking.table_stats(self.db, self.config):
+        for row in ranking.table_stats(self.db, self.config, self.name):
             seq.add_metric([row.schema, row.table], float(row.seq_scans))
             idx.add_metric([row.schema, row.table], float(row.index_scans))
 

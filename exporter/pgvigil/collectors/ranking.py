@@ -17,6 +17,7 @@ on a fresh connection on every scrape, more than a whole scrape may cost; this r
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any
 
@@ -154,21 +155,31 @@ GROUP BY 1, 2
 ORDER BY 1, 2
 """
 
-# One snapshot serves the collectors of one scrape; the next scrape reads afresh.
-SNAPSHOT_TTL_SECONDS = 1.0
-_snapshots: weakref.WeakKeyDictionary[Database, TTLCache[list[Any]]] = weakref.WeakKeyDictionary()
+# The per-table collectors in the order a scrape runs them. The first enabled one reads a
+# fresh snapshot; the others of the same scrape reuse it. So every scrape reads the statistics
+# once and anew, however close together scrapes come (no time window decides it).
+PER_TABLE_COLLECTORS = ("growth", "vacuum", "indexes")
+# A follower never uses a snapshot older than this (e.g. if the leader was switched off live).
+SNAPSHOT_MAX_AGE_SECONDS = 60.0
+_snapshots: weakref.WeakKeyDictionary[Database, tuple[float, list[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def table_stats(db: Database, config: Config) -> list[Any]:
+def table_stats(db: Database, config: Config, reader: str) -> list[Any]:
     """Per kept table (and one __other__ row): rows_inserted, live_rows, dead_rows, vacuumed,
-    analyzed (Unix times or None), seq_scans, index_scans, bytes (None for __other__)."""
-    cache = _snapshots.setdefault(db, TTLCache[list[Any]](SNAPSHOT_TTL_SECONDS))
+    analyzed (Unix times or None), seq_scans, index_scans, bytes (None for __other__).
 
-    def read() -> list[Any]:
-        with db.engine.connect() as conn:
-            return list(conn.execute(text(TABLE_STATS_SQL), table_params(db, config)))
-
-    return cache.get(read)
+    `reader` is the calling collector's name (one of PER_TABLE_COLLECTORS)."""
+    leader = next(n for n in PER_TABLE_COLLECTORS if config.collector_enabled(n))
+    taken = _snapshots.get(db)
+    if reader != leader and taken and time.monotonic() - taken[0] < SNAPSHOT_MAX_AGE_SECONDS:
+        return taken[1]
+    _snapshots.pop(db, None)  # a failed read must not leave the last scrape's figures behind
+    with db.engine.connect() as conn:
+        rows = list(conn.execute(text(TABLE_STATS_SQL), table_params(db, config)))
+    _snapshots[db] = (time.monotonic(), rows)
+    return rows
 
 
 def table_params(db: Database, config: Config) -> dict[str, Any]:

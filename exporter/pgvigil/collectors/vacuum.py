@@ -67,7 +67,7 @@ class VacuumCollector(Collector):
             "when never analyzed).",
             labels=labels,
         )
-        for row in ranking.table_stats(self.db, self.config):
+        for row in ranking.table_stats(self.db, self.config, self.name):
             key = [row.schema, row.table]
             dead.add_metric(key, float(row.dead_rows))
             if row.vacuumed is not None:
