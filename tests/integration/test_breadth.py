@@ -299,3 +299,22 @@ def test_replication_lag_of_a_hot_standby_from_both_ends(
     assert value(on_replica, "pgvigil_in_recovery") == 1
     assert value(on_replica, "pgvigil_replica_replay_delay_seconds") >= 0
     assert value(on_replica, "pgvigil_replication_replicas") == 0
+
+
+def test_back_to_back_scrapes_each_read_fresh_table_statistics(machine_db: Db) -> None:
+    machine_db.execute("CREATE TABLE t (id int)")
+    machine_db.execute("INSERT INTO t SELECT generate_series(1, 100)")
+    registry, pool = scraper(machine_db.params)
+    try:
+        key = {"schema": "public", "table": "t"}
+        first = scrape_once(registry)
+        with machine_db.connect() as conn:
+            conn.execute("DELETE FROM t WHERE id <= 40")
+            flushed(conn)
+        second = scrape_once(registry)  # at once: growth, vacuum and indexes share one read
+    finally:
+        pool.dispose()
+    assert value(first, "pgvigil_table_dead_rows", **key) == 0
+    assert value(second, "pgvigil_table_dead_rows", **key) == 40
+    assert value(second, "pgvigil_table_live_rows", **key) == 60
+    assert value(second, "pgvigil_table_seq_scans_total", **key) >= 1  # the DELETE's scan
