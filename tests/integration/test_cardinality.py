@@ -62,6 +62,9 @@ def test_5000_tables_yield_a_bounded_number_of_series(
     env = {"DATA_SOURCE_NAME": many_tables.server.dsn("postgres")}
     with pgvigil_serve(tmp_path, ["--config.file", str(config)], env=env) as exporter:
         samples = parse_samples(exporter.get())
+    with many_tables.server.connect() as conn:
+        (tables_there,) = conn.execute("SELECT count(*) FROM pg_stat_user_tables").fetchone()
+    assert tables_there >= TABLES
 
     failed = [
         dict(k[1]) for k, v in samples.items() if k[0] == "pgvigil_collector_success" and v != 1
