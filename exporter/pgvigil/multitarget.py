@@ -60,6 +60,20 @@ def build_scrape(
     return Scrape(db, collectors, LatencyCollector(db, config))
 
 
+def resolve_named(config: Config) -> dict[str, dict[str, Any]]:
+    """Connection parameters of each named target. Called at start (and by --check-config), so
+    a bad DSN or an unreadable password file stops the start, not the first probe."""
+    named = {}
+    for name, t in config.targets.named.items():
+        try:
+            named[name] = db_module.resolve_conninfo(
+                ConnectionConfig(dsn=t.dsn, password_file=t.password_file), environ={}
+            )
+        except db_module.DsnError as e:
+            raise db_module.DsnError(f"targets.named.{name}: {e}") from None
+    return named
+
+
 @dataclass
 class _Target:
     db: db_module.Database
@@ -76,13 +90,7 @@ class Targets:
         self._targets: dict[str, _Target] = {}
         self._discovered = TTLCache[list[str]](config.targets.discovery.refresh_seconds)
         self._timeouts = db_module.Timeouts.from_config(config.connection)
-        # Resolve named targets now: a bad DSN or password file fails at start, not at probe.
-        self._named_params = {
-            name: db_module.resolve_conninfo(
-                ConnectionConfig(dsn=t.dsn, password_file=t.password_file), environ={}
-            )
-            for name, t in config.targets.named.items()
-        }
+        self._named_params = resolve_named(config)
 
     def discovered(self) -> list[str]:
         """Databases of the main server matching include/exclude (empty when discovery is off)."""

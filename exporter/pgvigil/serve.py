@@ -97,8 +97,11 @@ def build_routes(
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     params = db_module.resolve_conninfo(config.connection)
+    named = multitarget.resolve_named(config)
     if args.check_config:
         print(f"config OK; database: {db_module.describe(params)}")
+        for name, target in named.items():
+            print(f"target {name}: {db_module.describe(target)}")
         return 0
     database = db_module.Database(params, db_module.Timeouts.from_config(config.connection))
     scrape = multitarget.build_scrape(database, config)

@@ -116,3 +116,26 @@ def test_bad_targets_config_is_refused_with_its_place(tmp_path: Path) -> None:
     assert f"{config}:6: targets.discovery.include" in done.stderr
     assert "not a regular expression" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_check_config_resolves_named_targets_without_showing_passwords(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.support.processes import pgvigil_cmd
+
+    config = tmp_path / "pgvigil.yml"
+    good = f"targets:\n  named:\n    eu:\n      dsn: 'host=db-eu dbname=chat password={SECRET}'\n"
+    env = {"DATA_SOURCE_NAME": "host=127.0.0.1", "PATH": "/usr/bin:/bin"}
+    check = pgvigil_cmd("serve", "--config.file", str(config), "--check-config")
+
+    config.write_text(good)
+    done = subprocess.run(check, env=env, capture_output=True, text=True)
+    assert done.returncode == 0
+    assert "target eu: host=db-eu dbname=chat" in done.stdout
+    assert SECRET not in done.stdout + done.stderr
+
+    config.write_text(good + "      password_file: /nonexistent/pw\n")
+    done = subprocess.run(check, env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "targets.named.eu: cannot read the password file /nonexistent/pw" in done.stderr
+    assert "Traceback" not in done.stderr
