@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 OTHER = "__other__"
 
-# Is there a valid index whose first key column is the timestamp column?
+# Is there a valid index whose first key column is the timestamp column, and may we read that
+# column? (A column grant is enough: the least-privilege role never sees message content.)
 TIMESTAMP_INDEX_SQL = """
 SELECT EXISTS (
     SELECT 1
@@ -60,7 +61,9 @@ EXISTS (
 ) AS present,
 EXISTS (
     SELECT 1 FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace
-    WHERE n.nspname = :schema AND t.relname = :table AND has_table_privilege(t.oid, 'SELECT')
+    JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = :column AND NOT a.attisdropped
+    WHERE n.nspname = :schema AND t.relname = :table
+      AND has_column_privilege(t.oid, a.attnum, 'SELECT')
 ) AS readable
 """
 
@@ -140,9 +143,9 @@ class GrowthCollector(Collector):
             problem = f"application table {app.qualified} does not exist"
         elif not found.readable:
             problem = (
-                f"no SELECT privilege on application table {app.qualified}: "
-                f"pgvigil_table_rows_last_24h skipped (GRANT SELECT ON {app.qualified} TO the "
-                "monitoring role)"
+                f"no SELECT privilege on {app.qualified}.{app.timestamp_column}: "
+                f"pgvigil_table_rows_last_24h skipped (GRANT SELECT ({app.timestamp_column}) "
+                f"ON {app.qualified} TO the monitoring role; sql/monitoring_role.sql does)"
             )
         elif not found.indexed:
             problem = (
