@@ -124,10 +124,11 @@ def test_a_changed_threshold_and_table_list_flow_into_the_rules() -> None:
         for r in _rules(out["recording.yml"])
         if r["record"] == "pgvigil:table_rows_per_day:rate1h"
     ]
-    assert growth == [
-        '86400 * rate(pgvigil_table_rows_inserted_total{schema="public", table="messages"}[1h])',
-        '86400 * rate(pgvigil_table_rows_inserted_total{schema="audit", table="events"}[1h])',
-    ]
+    assert len(growth) == 2
+    for expr, (schema, table) in zip(growth, [("public", "messages"), ("audit", "events")]):
+        selector = f'{{schema="{schema}", table="{table}"}}'
+        assert f"rate(pgvigil_table_rows_inserted_total{selector}[1h])" in expr
+        assert f"pgvigil_table_rows_last_24h{selector}" in expr
 
 
 def test_database_scope_becomes_label_matchers() -> None:
