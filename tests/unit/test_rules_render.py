@@ -125,7 +125,8 @@ def test_a_changed_threshold_and_table_list_flow_into_the_rules() -> None:
         if r["record"] == "pgvigil:table_rows_per_day:rate1h"
     ]
     assert len(growth) == 2
-    for expr, (schema, table) in zip(growth, [("public", "messages"), ("audit", "events")]):
+    tables = [("public", "messages"), ("audit", "events")]
+    for expr, (schema, table) in zip(growth, tables, strict=True):
         selector = f'{{schema="{schema}", table="{table}"}}'
         assert f"rate(pgvigil_table_rows_inserted_total{selector}[1h])" in expr
         assert f"pgvigil_table_rows_last_24h{selector}" in expr
