@@ -14,7 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from pgvigil import config as config_module
 from pgvigil import db as db_module
-from pgvigil import multitarget, web
+from pgvigil import multitarget, web, webconfig
 from pgvigil.config import COLLECTOR_NAMES, Config
 from pgvigil.scrape import Scrape, make_registry, renderer
 
@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"config OK; database: {db_module.describe(params)}")
         for name, target in named.items():
             print(f"target {name}: {db_module.describe(target)}")
+        if config.web.config_file is not None:
+            print(webconfig.check(config.web.config_file))
         return 0
     database = db_module.Database(params, db_module.Timeouts.from_config(config.connection))
     scrape = multitarget.build_scrape(database, config)

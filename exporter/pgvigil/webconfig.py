@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import bcrypt
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from pgvigil.config import ConfigError, describe_errors
+from pgvigil.config import ConfigError, describe_errors, read_yaml
 from pgvigil.configtypes import Strict
 
 log = logging.getLogger(__name__)
@@ -109,24 +108,7 @@ def is_bcrypt_hash(value: str) -> bool:
 
 def load(path: Path) -> WebConfigFile:
     """Read and validate a web config file; every problem at once, each with its place."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError([f"{path}: cannot read the web config file: {e.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        place = f"{mark.line + 1}:{mark.column + 1}" if mark else "1"
-        problem = str(getattr(e, "problem", None) or e).strip()
-        raise ConfigError([f"{path}:{place}: not valid YAML: {problem}"]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"{path}:1: the top level must be a mapping"])
+    data, root = read_yaml(path, "web config file")
     unsupported = _unsupported_keys(data)
     try:
         parsed = WebConfigFile.model_validate(_without(data, unsupported))
@@ -248,6 +230,16 @@ def _parse_basic(header: str | None) -> tuple[str, str] | None:
         return None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None
+
+
+def check(path: Path) -> str:
+    """Validate the file and its certificates as `apply` would; a one-line summary."""
+    config = load(path)
+    tls = config.tls_server_config is not None and tls_context(config.tls_server_config, str(path))
+    users = len(config.basic_auth_users)
+    return f"web config {path}: TLS {'on' if tls else 'off'}, basic auth " + (
+        f"on ({users} users)" if users else "off"
+    )
 
 
 def apply(server: Any, path: Path) -> None:

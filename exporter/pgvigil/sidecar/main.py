@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pgvigil import db as db_module
-from pgvigil import web
+from pgvigil import web, webconfig
 from pgvigil.sidecar import http, report, scheduler
 from pgvigil.sidecar.command import (
     add_common_flags,
@@ -51,10 +51,12 @@ def run(args: argparse.Namespace) -> int:
         overrides["listen_address"] = args.listen_address
     config = load_config(args, overrides)
     ctx, params = build_context(config)
+    web_config = args.web_config_file or config.web.config_file
     if args.check_config:
         print(f"config OK; database: {db_module.describe(params)}")
+        if web_config is not None:
+            print(webconfig.check(web_config))
         return 0
-    web_config = args.web_config_file or config.web.config_file
     sched, jobs = scheduler.build(config.sidecar, lambda name: run_job(name, ctx))
     ctx.state.set_report(report.latest_headline(config.sidecar.report.directory))
     routes = http.build_routes(
