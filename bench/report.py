@@ -238,6 +238,29 @@ def archive_table(results: dict[str, Any]) -> str:
     )
 
 
+def alerts_table(results: dict[str, Any]) -> str:
+    alerts = results.get("alerts")
+    if not alerts:
+        return "(no alert pipeline phase in this run)"
+    st, se = alerts["stages_s"], alerts["settings"]
+    rows = [
+        [
+            "scrape: crossing -> first sample above",
+            f"scrape_interval {se['scrape_interval']}",
+            st["scrape"],
+        ],
+        [
+            "evaluation: sample -> alert pending (activeAt)",
+            f"evaluation_interval {se['evaluation_interval']}",
+            st["evaluation"],
+        ],
+        ["for: pending -> firing", f"for: {se['for']}", st["for"]],
+        ["notify: firing -> email received", f"group_wait {se['group_wait']}", st["notify"]],
+        ["total: crossing -> email", "", alerts["crossing_to_email_s"]],
+    ]
+    return table(["stage", "governed by", "seconds"], rows)
+
+
 def goals(results: dict[str, Any]) -> str:
     rows = []
     big = case(results, "tables", 5000)
@@ -309,13 +332,20 @@ def goals(results: dict[str, Any]) -> str:
                     ok(best["job_rate_vs_single_statement"] >= GOALS["archive_ratio"]),
                 ]
             )
-        holds = [m["longest_lock_hold_s"] or 0 for m in arch["methods"][1:]]
+        # The sampler can miss the peak between two samples; the job times every batch.
+        holds = {
+            f"{m['batch_size']}" + (f" (pause {m['pause_s']} s)" if m["pause_s"] else ""): max(
+                m["longest_lock_hold_s"] or 0, m.get("job_longest_batch_s") or 0
+            )
+            for m in arch["methods"][1:]
+        }
+        over = [k for k, v in holds.items() if v > GOALS["lock_hold_s"]]
         rows.append(
             [
-                "longest lock hold of any batch",
+                "longest lock hold of a batch, by batch size",
                 f"<= {GOALS['lock_hold_s']} s",
-                f"{max(holds):.2f} s",
-                ok(max(holds) <= GOALS["lock_hold_s"]),
+                ", ".join(f"{k}: {v:.2f} s" for k, v in holds.items()),
+                ok(not over) if not over else f"**no** at {', '.join(over)}; yes below",
             ]
         )
     return table(["goal", "target", "measured", "met"], rows)
@@ -362,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         ("Soak", soak_table(results)),
         ("Database work per scrape", dbwork_table(results)),
         ("Archival", archive_table(results)),
+        ("Alert pipeline", alerts_table(results)),
     ]
     for title, body in sections:
         print(f"### {title}\n\n{body}\n")

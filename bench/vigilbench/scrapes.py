@@ -28,7 +28,12 @@ EXPORTERS = ["pgvigil", "postgres_exporter"]
 
 @contextmanager
 def exporters_on(
-    server: Server, dbname: str, log_dir: Path, *, roles: bool = False
+    server: Server,
+    dbname: str,
+    log_dir: Path,
+    *,
+    roles: bool = False,
+    names: list[str] | None = None,
 ) -> Iterator[list[Exporter]]:
     """Both exporters watching `dbname`; with `roles`, each logs in as its own role (so
     pg_stat_statements can tell their work apart)."""
@@ -37,7 +42,7 @@ def exporters_on(
     try:
         user = cluster_module.ROLES if roles else {}
         starters = {"pgvigil": start_pgvigil, "postgres_exporter": start_postgres_exporter}
-        for name in EXPORTERS:
+        for name in names or EXPORTERS:
             started.append(
                 starters[name]({**params, "user": user.get(name, params["user"])}, log_dir)
             )
@@ -159,11 +164,14 @@ def soak_test(
     sample_every_s: float,
     rss_scrapes: int,
 ) -> dict[str, Any]:
-    """Both exporters on each of `databases` (tables count -> name), all soaked at once."""
+    """Both exporters on the largest of `databases` (tables count -> name), pgvigil alone on
+    the others (its memory there is the baseline of its own), all soaked at once."""
+    biggest = max(databases)
     with ExitStack() as stack:
         exporters: list[Exporter] = []
         for size, dbname in databases.items():
-            for e in stack.enter_context(exporters_on(server, dbname, log_dir)):
+            names = None if size == biggest else ["pgvigil"]
+            for e in stack.enter_context(exporters_on(server, dbname, log_dir, names=names)):
                 e.label = f"{e.name}@tables={size}"
                 exporters.append(e)
         out = measure.soak(exporters, minutes, sample_every_s, rss_scrapes)
