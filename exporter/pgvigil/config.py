@@ -85,6 +85,11 @@ class CacheConfig(Strict):
     application_ttl_seconds: Seconds = Field(
         300, description="How long expensive per-application-table figures are reused."
     )
+    database_size_ttl_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        30,
+        description="How long database sizes are reused (0: every scrape). pg_database_size "
+        "visits every file, so its cost grows with the number of tables.",
+    )
 
 
 class WebConfig(Strict):

@@ -20,7 +20,7 @@ import psycopg
 from pgvigil import config as config_module
 from pgvigil import db as db_module
 from pgvigil import demodata, stack, web
-from pgvigil.scrape import Scrape
+from pgvigil.multitarget import build_scrape
 from pgvigil.serve import build_routes, serve_until_signal
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         )
         database = db_module.Database(params, db_module.Timeouts.from_config(config.connection))
         http = web.make_server(
-            args.listen_address, build_routes(Scrape.for_config(database, config), "/metrics")
+            args.listen_address, build_routes(build_scrape(database, config), "/metrics")
         )
         inserter = demodata.SteadyInserter(params, args.rate)
         inserter.start()

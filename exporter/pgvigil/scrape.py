@@ -25,8 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as RegistryCollector
 
 from pgvigil import __version__
-from pgvigil.collectors import ALL, Collector, LatencyCollector
-from pgvigil.config import Config
+from pgvigil.collectors import Collector
 from pgvigil.db import Database
 
 log = logging.getLogger(__name__)
@@ -38,11 +37,6 @@ class Scrape(RegistryCollector):
         self.collectors = list(collectors)
         self.probe = probe
         self._failing: set[str] = set()
-
-    @classmethod
-    def for_config(cls, db: Database, config: Config) -> Scrape:
-        enabled = [c(db, config) for c in ALL if config.collector_enabled(c.name)]
-        return cls(db, enabled, LatencyCollector(db, config))
 
     def collect(self) -> Iterable[Metric]:
         success = GaugeMetricFamily(

@@ -126,10 +126,13 @@ def test_size_alert_email_inhibition_ack_and_resolution(machine_db: Db, tmp_path
     assert thresholds.database_size_bytes.for_ == "5m"
 
     env = {"DATA_SOURCE_NAME": machine_db.dsn}
+    # sizes fresh at every scrape, so the measured time is the pipeline's, not the cache's
+    exporter_config = tmp_path / "pgvigil.yml"
+    exporter_config.write_text("cache:\n  database_size_ttl_seconds: 0\n")
     with (
         smtp_sink() as smtp,
         alertmanager(tmp_path, fast_alertmanager_config(smtp.smarthost)) as am,
-        pgvigil_serve(tmp_path, env=env) as exporter,
+        pgvigil_serve(tmp_path, ["--config.file", str(exporter_config)], env=env) as exporter,
         prometheus(
             tmp_path,
             [exporter.url.removeprefix("http://")],

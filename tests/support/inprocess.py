@@ -8,11 +8,12 @@ from prometheus_client import CollectorRegistry
 
 from pgvigil import config as config_module
 from pgvigil.db import Database, Timeouts
-from pgvigil.scrape import Scrape, make_registry
+from pgvigil.multitarget import build_scrape
+from pgvigil.scrape import make_registry
 
 
 def scraper(params: dict[str, Any], **config: Any) -> tuple[CollectorRegistry, Database]:
     """A private registry whose every read is one real scrape of the database."""
     cfg = config_module.validate(config, source="test")
     db = Database(params, Timeouts.from_config(cfg.connection))
-    return make_registry(Scrape.for_config(db, cfg)), db
+    return make_registry(build_scrape(db, cfg)), db
