@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
-from pgvigil.config import ConfigError, describe_errors
+from pgvigil.config import ConfigError, describe_errors, read_yaml
 from pgvigil.configtypes import Identifier, Strict
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "rules" / "thresholds.yml"
@@ -185,23 +185,10 @@ def load_thresholds(
     to the thresholds file).
     """
     path = Path(path) if path is not None else DEFAULT_PATH
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         hint = "" if path != DEFAULT_PATH else " (pass the path of thresholds.yml explicitly)"
-        raise ConfigError([f"{path}: no such file{hint}"]) from None
-    except OSError as e:
-        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        place = f"{mark.line + 1}" if mark else "1"
-        problem = str(getattr(e, "problem", None) or e).strip()
-        raise ConfigError([f"{path}:{place}: not valid YAML: {problem}"]) from None
+        raise ConfigError([f"{path}: no such file{hint}"])
+    data, root = read_yaml(path, "thresholds file")
     fragments = fragment_sections(Path(groups_dir) if groups_dir else path.parent / "groups")
     return thresholds_from(data or {}, source=str(path), root=root, declared=fragments)
 
