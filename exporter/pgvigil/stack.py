@@ -193,62 +193,66 @@ class Service:
 
 
 def start_prometheus(workdir: Path, config: dict[str, Any], port: int | None = None) -> Service:
-    binary = find_binary(PROMETHEUS)
-    if binary is None:
-        raise StackError("prometheus is not installed (Debian: apt-get install prometheus)")
     port = port or free_port()
-    (workdir / "prometheus").mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    log_path = workdir / "prometheus.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={workdir / 'prometheus'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--web.enable-lifecycle",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    service = Service("prometheus", f"http://127.0.0.1:{port}", proc, log_path)
-    try:
-        wait_ready(service.url + "/-/ready", proc, log_path)
-    except BaseException:
-        service.stop()
-        raise
-    return service
+    return _start(
+        "prometheus",
+        PROMETHEUS,
+        "apt-get install prometheus",
+        workdir,
+        config,
+        port,
+        [f"--storage.tsdb.path={workdir / 'prometheus'}", "--web.enable-lifecycle"],
+    )
 
 
 def start_alertmanager(workdir: Path, config: dict[str, Any], port: int | None = None) -> Service:
-    binary = find_binary(ALERTMANAGER)
-    if binary is None:
-        raise StackError(
-            "alertmanager is not installed (Debian: apt-get install prometheus-alertmanager)"
-        )
     port = port or free_port()
-    (workdir / "alertmanager").mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "alertmanager.yml"
+    return _start(
+        "alertmanager",
+        ALERTMANAGER,
+        "apt-get install prometheus-alertmanager",
+        workdir,
+        config,
+        port,
+        [
+            f"--storage.path={workdir / 'alertmanager'}",
+            # Silence links in the emails point here.
+            f"--web.external-url=http://127.0.0.1:{port}",
+            # No gossip: a lone Alertmanager would otherwise listen on 0.0.0.0:9094.
+            "--cluster.listen-address=",
+        ],
+    )
+
+
+def _start(
+    name: str,
+    binaries: tuple[str, ...],
+    install: str,
+    workdir: Path,
+    config: dict[str, Any],
+    port: int,
+    flags: list[str],
+) -> Service:
+    """Write the config, start the binary on 127.0.0.1:port and wait until it is ready."""
+    binary = find_binary(binaries)
+    if binary is None:
+        raise StackError(f"{name} is not installed (Debian: {install})")
+    (workdir / name).mkdir(parents=True, exist_ok=True)
+    config_path = workdir / f"{name}.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    log_path = workdir / "alertmanager.log"
+    log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
             [
                 binary,
                 f"--config.file={config_path}",
-                f"--storage.path={workdir / 'alertmanager'}",
                 f"--web.listen-address=127.0.0.1:{port}",
-                # Silence links in the emails point here.
-                f"--web.external-url=http://127.0.0.1:{port}",
-                # No gossip: a lone Alertmanager would otherwise listen on 0.0.0.0:9094.
-                "--cluster.listen-address=",
+                *flags,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    service = Service("alertmanager", f"http://127.0.0.1:{port}", proc, log_path)
+    service = Service(name, f"http://127.0.0.1:{port}", proc, log_path)
     try:
         wait_ready(service.url + "/-/ready", proc, log_path)
     except BaseException:
