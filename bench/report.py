@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,12 +132,14 @@ def soak_table(results: dict[str, Any]) -> str:
     rows = []
     for label, f in soak["exporters"].items():
         at = f["rss_kib_at_scrapes"]
+        warm = warm_rss(f)
         rows.append(
             [
                 label,
                 f["scrapes"],
                 f"{f.get('median_s', 0):.3f}",
                 mib(f["rss_kib_start"]),
+                f"{mib(statistics.median(warm))} ({mib(min(warm))} to {mib(max(warm))})",
                 mib(f["rss_kib_end"]),
                 mib(at) if at else f"(fewer than {f['rss_at_scrapes']})",
                 f["slope_kib_per_hour"],
@@ -148,6 +151,7 @@ def soak_table(results: dict[str, Any]) -> str:
             "scrapes",
             "median s",
             "RSS first",
+            "RSS median (range) after 1 min",
             "RSS last",
             f"RSS after {next(iter(soak['exporters'].values()))['rss_at_scrapes']} scrapes",
             "slope KiB/h",
@@ -351,14 +355,21 @@ def goals(results: dict[str, Any]) -> str:
     return table(["goal", "target", "measured", "met"], rows)
 
 
+def warm_rss(f: dict[str, Any]) -> list[int]:
+    """RSS samples of a soak after its first minute (start-up and first scrapes)."""
+    return [kib for t, kib in f["rss_kib_over_time"] if t >= 1.0] or [f["rss_kib_end"]]
+
+
 def soak_rss(results: dict[str, Any], label: str) -> tuple[float, str] | None:
-    """RSS of one soaked exporter after `rss_at_scrapes` scrapes (else at the end)."""
-    f = (results.get("soak") or {}).get("exporters", {}).get(label)
+    """Median RSS of one soaked exporter after the first minute: postgres_exporter's swings
+    by tens of MiB with Go's garbage collector, so one reading would be luck."""
+    soak = results.get("soak") or {}
+    f = soak.get("exporters", {}).get(label)
     if not f:
         return None
-    if f.get("rss_kib_at_scrapes"):
-        return f["rss_kib_at_scrapes"], f"after {f['rss_at_scrapes']} scrapes"
-    return f["rss_kib_end"], f"after {f['scrapes']} soak scrapes"
+    return statistics.median(warm_rss(f)), (
+        f"median over a {soak['minutes']:g}-minute soak of {f['scrapes']} scrapes"
+    )
 
 
 def rss_after(results: dict[str, Any], name: str, size: int) -> tuple[float, str]:
