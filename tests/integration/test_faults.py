@@ -250,6 +250,9 @@ def test_archive_waits_out_a_lock_then_finishes(tmp_path: Path, chat: Chat) -> N
     for size in (20, 10, 5):
         assert f"batch timed out, retrying with {size} rows" in out
     assert "timed-out batches retried smaller" in out
+    # once the lock is gone, batches grow back to their configured size
+    for size in (10, 20, 40):
+        assert f"batches grow back to {size} rows" in out
     now = snapshot(chat)
     assert now["old_left"] == 0 and now["archived"]
     assert_nothing_lost(before, now)

@@ -290,6 +290,11 @@ def _move(
         result.longest_batch_seconds = max(result.longest_batch_seconds, elapsed)
         ctx.state.archived(plan.schema, plan.table, moved)
         after = after_row
+        # A shrunken batch grows back once batches pass quickly again: the lock that made it
+        # shrink (an index build, a migration) is usually gone long before the job ends.
+        if limit < s.batch_size and elapsed < s.statement_timeout_seconds / 4:
+            limit = min(s.batch_size, limit * 2)
+            ctx.progress(f"{plan.name}: batches grow back to {limit} rows")
         now = time.perf_counter()
         if now - last_report >= 1.0:
             last_report = now
