@@ -391,6 +391,7 @@ def ok(flag: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Markdown tables from benchmark results.")
     p.add_argument("results", type=Path, nargs="+")
+    p.add_argument("--section", help="print only this section's table (e.g. Goals)")
     args = p.parse_args(argv)
     results: dict[str, Any] = {}
     for path in args.results:
@@ -406,7 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         ("Alert pipeline", alerts_table(results)),
     ]
     for title, body in sections:
-        print(f"### {title}\n\n{body}\n")
+        if args.section is None:
+            print(f"### {title}\n\n{body}\n")
+        elif args.section.lower() in title.lower():
+            print(body)
     return 0
 
 

@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scrapes", type=int, default=50, help="alternating scrapes per database")
     p.add_argument(
+        "--interval",
+        type=float,
+        default=15.0,
+        help="seconds from one round of scrapes to the next (Prometheus' default 15; 0: back "
+        "to back); scrape and dbwork phases",
+    )
+    p.add_argument(
         "--rss-scrapes",
         type=int,
         default=1000,
@@ -123,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def apply_smoke(args: argparse.Namespace) -> None:
     args.tables, args.rows = [20], [1000]
-    args.scrapes, args.rss_scrapes = 2, 0
+    args.scrapes, args.rss_scrapes, args.interval = 2, 0, 0.0
     args.load_clients, args.load_rounds = 5, 1
     args.soak_minutes, args.soak_sample_seconds = 0.1, 1.0
     args.dbwork_tables, args.dbwork_rows, args.dbwork_scrapes = [20], [1000], 2
@@ -212,6 +219,7 @@ def run_phases(
                 databases,
                 log_dir,
                 rounds=args.scrapes,
+                interval=args.interval,
                 rss_scrapes=0 if "soak" in args.phases else args.rss_scrapes,
                 raw=raw,
             )
@@ -241,7 +249,12 @@ def run_phases(
         write(args.out, results, raw)
     if "dbwork" in args.phases:
         results["dbwork"] = scrapes.database_work(
-            args.dbwork_tables, args.dbwork_rows, args.dbwork_scrapes, log_dir, server.prefix
+            args.dbwork_tables,
+            args.dbwork_rows,
+            args.dbwork_scrapes,
+            log_dir,
+            server.prefix,
+            args.interval,
         )
         write(args.out, results, raw)
     if "alerts" in args.phases:

@@ -55,11 +55,18 @@ class Series:
         self.last_text = s.text
 
 
-def alternate(exporters: Sequence[Exporter], rounds: int) -> dict[str, Series]:
+def alternate(
+    exporters: Sequence[Exporter], rounds: int, interval: float = 0.0
+) -> dict[str, Series]:
     """`rounds` rounds, each scraping every exporter once, in reverse order every other
-    round; results keyed by exporter label."""
+    round, a round starting every `interval` seconds (0: back to back); results keyed by
+    exporter label. Prometheus scrapes every 15 s by default: at that pace an exporter's TTL
+    caches expire as they do in production, while back to back they would nearly always hit."""
     results = {e.label: Series() for e in exporters}
+    started = time.monotonic()
     for i in range(rounds):
+        if interval:
+            time.sleep(max(0.0, started + i * interval - time.monotonic()))
         order = exporters if i % 2 == 0 else list(reversed(exporters))
         for exporter in order:
             scraped = exporter.scrape()

@@ -61,6 +61,7 @@ def measure_group(
     log_dir: Path,
     *,
     rounds: int,
+    interval: float = 0.0,
     rss_scrapes: int = 0,
     raw: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
@@ -88,7 +89,7 @@ def measure_group(
         first = {e.label: e.scrape() for e in exporters}
         measure.alternate(exporters, WARMUP_ROUNDS - 1)
         cpu_before = {e.label: e.cpu_seconds() for e in exporters}
-        runs = measure.alternate(exporters, rounds)
+        runs = measure.alternate(exporters, rounds, interval)
         cpu = {e.label: (e.cpu_seconds() - cpu_before[e.label]) / rounds for e in exporters}
         for size, started in by_size.items():
             case = cases[size]
@@ -190,7 +191,12 @@ def soak_test(
 
 
 def database_work(
-    tables: list[int], rows: list[int], rounds: int, log_dir: Path, prefix: str
+    tables: list[int],
+    rows: list[int],
+    rounds: int,
+    log_dir: Path,
+    prefix: str,
+    interval: float = 0.0,
 ) -> dict[str, Any]:
     """Buffer hits and reads per scrape for each exporter, from pg_stat_statements in a
     throwaway cluster of our own (the machine's server does not preload the extension and is
@@ -209,10 +215,16 @@ def database_work(
                     measure.alternate(exporters, WARMUP_ROUNDS)
                     with own.connect() as conn:
                         cluster_module.reset_statements(conn)
-                        measure.alternate(exporters, rounds)
+                        measure.alternate(exporters, rounds, interval)
                         totals = cluster_module.statements_by_role(conn)
                         top = cluster_module.top_statements(conn)
-                case = {"kind": kind, "size": size, "rounds": rounds, "exporters": {}}
+                case = {
+                    "kind": kind,
+                    "size": size,
+                    "rounds": rounds,
+                    "interval_s": interval,
+                    "exporters": {},
+                }
                 for name, t in totals.items():
                     case["exporters"][name] = {
                         "statements_per_scrape": round(t["calls"] / rounds, 1),
