@@ -86,7 +86,14 @@ def collectors_table(results: dict[str, Any]) -> str:
     rows = []
     for n in names:
         medians = [c["exporters"]["pgvigil"].get("collector_median_s", {}) for c in cases]
-        rows.append([n] + [f"{m[n]:.4f}" if n in m else "-" for m in medians])
+        maxima = [c["exporters"]["pgvigil"].get("collector_max_s", {}) for c in cases]
+        rows.append(
+            [n]
+            + [
+                f"{m[n]:.4f} ({x.get(n, 0):.3f})" if n in m else "-"
+                for m, x in zip(medians, maxima, strict=True)
+            ]
+        )
     return table(header, rows)
 
 
@@ -399,17 +406,19 @@ def main(argv: list[str] | None = None) -> int:
     sections = [
         ("Goals", goals(results)),
         ("Scrapes", scrape_table(results)),
-        ("pgvigil per collector (median s)", collectors_table(results)),
+        ("pgvigil per collector (median s, max in brackets)", collectors_table(results)),
         ("50 concurrent scrapes", load_table(results)),
         ("Soak", soak_table(results)),
         ("Database work per scrape", dbwork_table(results)),
         ("Archival", archive_table(results)),
         ("Alert pipeline", alerts_table(results)),
     ]
+    wanted = args.section.lower() if args.section else None
+    exact = any(title.lower() == wanted for title, _ in sections)
     for title, body in sections:
-        if args.section is None:
+        if wanted is None:
             print(f"### {title}\n\n{body}\n")
-        elif args.section.lower() in title.lower():
+        elif title.lower() == wanted or (not exact and wanted in title.lower()):
             print(body)
     return 0
 

@@ -28,6 +28,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 def summary(times: Sequence[float]) -> dict[str, float]:
     return {
         "scrapes": len(times),
+        "mean_s": round(statistics.fmean(times), 5),
         "median_s": round(statistics.median(times), 5),
         "p95_s": round(percentile(times, 95), 5),
         "min_s": round(min(times), 5),
