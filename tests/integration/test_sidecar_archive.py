@@ -171,3 +171,32 @@ def test_sigterm_stops_between_batches(machine_db: Db, tmp_path: Path) -> None:
     remaining, _old_left, archived, _young = machine_db.execute(COUNTS)[0]
     assert 0 < archived < 600 and remaining + archived == 900
     assert archived % 50 == 0  # whole batches only
+
+
+PARTITIONED = """
+CREATE TABLE messages (
+    id bigint NOT NULL,
+    provider text NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (id, created_at)
+) PARTITION BY RANGE (created_at);
+CREATE TABLE messages_old PARTITION OF messages
+    FOR VALUES FROM ('2000-01-01') TO (now() - interval '15 days');
+CREATE TABLE messages_new PARTITION OF messages
+    FOR VALUES FROM (now() - interval '15 days') TO ('2100-01-01');
+CREATE INDEX ON messages (created_at);
+-- the same physical addresses in both partitions: a ctid match would hit young rows too
+INSERT INTO messages
+SELECT g, 'openai', now() - make_interval(days => CASE WHEN g % 2 = 0 THEN 20 ELSE 1 END)
+FROM generate_series(1, 2000) AS g;
+"""
+
+
+def test_a_partitioned_table_is_archived_by_key(machine_db: Db) -> None:
+    machine_db.execute(PARTITIONED)
+    before = sorted(r[0] for r in machine_db.execute("SELECT id FROM messages"))
+    with in_process(machine_db.params, _settings(batch_size=300)) as sidecar:
+        assert sidecar.run("archive") == "success", sidecar.message("archive")
+    remaining, old_left, archived, young_archived = machine_db.execute(COUNTS)[0]
+    assert (remaining, old_left, archived, young_archived) == (1000, 0, 1000, 0)
+    assert sorted(r[0] for r in machine_db.execute(KEYS)) == before

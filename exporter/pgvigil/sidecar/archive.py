@@ -29,7 +29,8 @@ from pgvigil.sidecar.settings import ArchiveSettings
 log = logging.getLogger(__name__)
 
 TABLE_SQL = """
-SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT c.oid, c.relkind = 'p' AS partitioned
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s AND c.relname = %(table)s AND c.relkind IN ('r', 'p')
 """
 PRIMARY_KEY_SQL = """
@@ -61,14 +62,16 @@ CREATE_ARCHIVE_SQL = (
     "CREATE TABLE IF NOT EXISTS {archive} "
     "(LIKE {source} INCLUDING COMMENTS INCLUDING STORAGE, PRIMARY KEY ({key}))"
 )
+# The batch's rows are chosen (and locked) in key order through the index, then deleted by
+# their physical address: `ctid = ANY(ARRAY(...))` is a TID scan, one heap visit per row,
+# where `key IN (subquery)` finds every row twice and, at large batches, makes the planner
+# scan the whole table per batch. The ctids cannot move in between: the same statement holds
+# the rows FOR UPDATE. A partitioned table repeats ctids across partitions, so it is matched
+# by its key instead.
 BATCH_SQL = """
 WITH moved AS (
     DELETE FROM {source}
-    WHERE ({key}) IN (
-        SELECT {key} FROM {source}
-        WHERE {ts} < %(cutoff)s{bound}
-        ORDER BY {key} LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED)
+    WHERE {pick}
     RETURNING *
 ), archived AS (
     INSERT INTO {archive} ({columns}) SELECT {columns} FROM moved
@@ -80,6 +83,16 @@ WITH moved AS (
 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM archived), last_key.*
 FROM (SELECT 1) AS one LEFT JOIN last_key ON true
 """
+PICK_BY_CTID = """ctid = ANY(ARRAY(
+        SELECT ctid FROM {source}
+        WHERE {ts} < %(cutoff)s{bound}
+        ORDER BY {key} LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED))"""
+PICK_BY_KEY = """({key}) IN (
+        SELECT {key} FROM {source}
+        WHERE {ts} < %(cutoff)s{bound}
+        ORDER BY {key} LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)"""
 DRY_RUN_SQL = "SELECT count(*), min({ts}) FROM {source} WHERE {ts} < %(cutoff)s"
 ANALYZE_SQL = "ANALYZE {table}"
 
@@ -198,7 +211,7 @@ def _plan(conn: psycopg.Connection[Any], table: ApplicationTable, s: ArchiveSett
     row = conn.execute(TABLE_SQL, {"schema": schema, "table": name}).fetchone()
     if row is None:
         raise ArchiveError(f"table {schema}.{name} does not exist")
-    oid = row[0]
+    oid, partitioned = row[0], row[1]
     key = [r[0] for r in conn.execute(PRIMARY_KEY_SQL, {"oid": oid})]
     if not key:
         raise ArchiveError(f"{schema}.{name} has no primary key: archival needs one")
@@ -227,8 +240,10 @@ def _plan(conn: psycopg.Connection[Any], table: ApplicationTable, s: ArchiveSett
         columns=columns,
         timestamp=table.timestamp_column,
         create_sql=sql.SQL(CREATE_ARCHIVE_SQL).format(archive=archive, source=source, key=key_sql),
-        first_batch_sql=_batch_sql(source, archive, key_sql, columns_sql, table, sql.SQL("")),
-        next_batch_sql=_batch_sql(source, archive, key_sql, columns_sql, table, bound),
+        first_batch_sql=_batch_sql(
+            source, archive, key_sql, columns_sql, table, sql.SQL(""), partitioned
+        ),
+        next_batch_sql=_batch_sql(source, archive, key_sql, columns_sql, table, bound, partitioned),
     )
 
 
@@ -239,14 +254,13 @@ def _batch_sql(
     columns: sql.Composable,
     table: ApplicationTable,
     bound: sql.Composable,
+    partitioned: bool,
 ) -> sql.Composed:
+    pick = sql.SQL(PICK_BY_KEY if partitioned else PICK_BY_CTID).format(
+        source=source, key=key, ts=sql.Identifier(table.timestamp_column), bound=bound
+    )
     return sql.SQL(BATCH_SQL).format(
-        source=source,
-        archive=archive,
-        key=key,
-        columns=columns,
-        ts=sql.Identifier(table.timestamp_column),
-        bound=bound,
+        source=source, archive=archive, key=key, columns=columns, pick=pick
     )
 
 
