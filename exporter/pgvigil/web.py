@@ -41,6 +41,9 @@ Handler = Callable[[Mapping[str, list[str]]], Response]
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of scrapes (several Prometheus replicas,
+    # a dashboard refresh) would overflow it and wait seconds for TCP retransmits.
+    request_queue_size = 128
     routes: Mapping[str, Handler]
     # Set by webconfig: returns None when authorised, else a 401 response.
     authorize: Callable[[str | None], Response | None] | None = None
