@@ -12,7 +12,6 @@ cleared (resolved email). The time from crossing a threshold to its email is pri
 
 from __future__ import annotations
 
-import subprocess
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -27,8 +26,8 @@ from pgvigil.cli import main as pgvigil_main
 from pgvigil.thresholds import load_thresholds
 from tests.conftest import Db
 from tests.support.postgres import wait_until
-from tests.support.processes import pgvigil_cmd, pgvigil_serve
-from tests.support.stack import alertmanager, prometheus, smtp_sink
+from tests.support.processes import pgvigil_serve
+from tests.support.stack import alertmanager, pgvigil_alerts, prometheus, smtp_sink
 
 pytestmark = pytest.mark.e2e
 
@@ -100,18 +99,6 @@ def is_email(status: str, severity: str) -> Any:
         return s.startswith(f"[{status}") and f"{ALERT} {severity}" in s
 
     return match
-
-
-def pgvigil_alerts(am_url: str, *args: str) -> str:
-    result = subprocess.run(
-        pgvigil_cmd("alerts", *args, "--alertmanager.url", am_url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_size_alert_email_inhibition_ack_and_resolution(machine_db: Db, tmp_path: Path) -> None:

@@ -9,12 +9,8 @@ the first.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import time
-import urllib.request
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,8 +19,7 @@ import yaml
 from pgvigil.alertmanager import effective_config
 from pgvigil.alerts import DEFAULT_CONFIG
 from tests.support.postgres import wait_until
-from tests.support.processes import pgvigil_cmd
-from tests.support.stack import Alertmanager, alertmanager, smtp_sink
+from tests.support.stack import Alertmanager, alertmanager, pgvigil_alerts, smtp_sink
 
 pytestmark = pytest.mark.e2e
 
@@ -51,32 +46,6 @@ def config(smarthost: str) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def post_alerts(am: Alertmanager, names: list[str]) -> None:
-    now = datetime.now(UTC)
-    body = [
-        {
-            "labels": {
-                "alertname": name,
-                "severity": "warning",
-                "instance": "db1:9839",
-                "job": "pgvigil",
-            },
-            "annotations": {"summary": f"{name} fired in the HA test."},
-            "startsAt": now.isoformat(),
-            "endsAt": (now + timedelta(minutes=10)).isoformat(),
-        }
-        for name in names
-    ]
-    request = urllib.request.Request(
-        am.url + "/api/v2/alerts",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as r:
-        assert r.status == 200
-
-
 def alert_state(am: Alertmanager, name: str) -> dict[str, Any] | None:
     for alert in am.get_json("/api/v2/alerts"):
         if alert["labels"].get("alertname") == name:
@@ -89,17 +58,6 @@ def silence_state(am: Alertmanager, silence_id: str) -> str | None:
         if s["id"] == silence_id:
             return str(s["status"]["state"])
     return None
-
-
-def pgvigil_alerts(url: str, *args: str) -> str:
-    result = subprocess.run(
-        pgvigil_cmd("alerts", *args, "--alertmanager.url", url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_a_silence_made_on_one_peer_is_honoured_by_the_other(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -126,7 +84,13 @@ def test_a_silence_made_on_one_peer_is_honoured_by_the_other(tmp_path) -> None: 
 
         # Prometheus sends every alert to every peer.
         for am in (am1, am2):
-            post_alerts(am, [ACKED, OTHER])
+            am.post_alerts(
+                *(
+                    {"alertname": n, "severity": "warning", "instance": "db1:9839"}
+                    for n in (ACKED, OTHER)
+                ),
+                summary="fired in the HA test.",
+            )
 
         def suppressed_on_second() -> bool:
             state = alert_state(am2, ACKED)

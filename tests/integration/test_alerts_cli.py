@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -33,26 +31,6 @@ def am(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
             yield am
 
 
-def post_alerts(am: Alertmanager, *alerts: dict[str, str]) -> None:
-    now = datetime.now(UTC)
-    body = [
-        {
-            "labels": {"job": "pgvigil", **labels},
-            "annotations": {"summary": "test."},
-            "startsAt": now.isoformat(),
-            "endsAt": (now + timedelta(minutes=5)).isoformat(),
-        }
-        for labels in alerts
-    ]
-    request = urllib.request.Request(
-        am.url + "/api/v2/alerts",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    urllib.request.urlopen(request, timeout=10).close()
-
-
 def pgvigil(am_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """`pgvigil alerts ARGS` in this process (a real process costs seconds on a busy machine)."""
     out, err = io.StringIO(), io.StringIO()
@@ -73,8 +51,7 @@ def pgvigil_process(am_url: str, *args: str) -> subprocess.CompletedProcess[str]
 
 def test_list_shows_state_inhibition_and_watchdog(am: Alertmanager) -> None:
     size = {"alertname": "PgvigilDatabaseSizeHigh", "instance": "db1:9839", "datname": "chat"}
-    post_alerts(
-        am,
+    am.post_alerts(
         {**size, "severity": "warning"},
         {**size, "severity": "critical"},
         {"alertname": "PgvigilWatchdog", "severity": "none"},
@@ -96,7 +73,7 @@ def test_list_shows_state_inhibition_and_watchdog(am: Alertmanager) -> None:
 def test_ack_silences_and_unack_expires(am: Alertmanager) -> None:
     disk = {"alertname": "PgvigilDiskUsageHigh", "instance": "db2:9839", "severity": "warning"}
     other = {**disk, "instance": "db3:9839"}
-    post_alerts(am, disk, other)
+    am.post_alerts(disk, other)
     wait_until(lambda: len(am.alerts()) >= 2, timeout=10)
 
     result = pgvigil(

@@ -28,6 +28,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -87,6 +88,27 @@ class Prometheus(Service):
 
 
 class Alertmanager(Service):
+    def post_alerts(self, *labels: dict[str, str], summary: str = "test.") -> None:
+        """POST alerts as Prometheus would (job=pgvigil unless given), firing for 10 minutes."""
+        now = datetime.now(UTC)
+        body = [
+            {
+                "labels": {"job": "pgvigil", **alert},
+                "annotations": {"summary": summary},
+                "startsAt": now.isoformat(),
+                "endsAt": (now + timedelta(minutes=10)).isoformat(),
+            }
+            for alert in labels
+        ]
+        request = urllib.request.Request(
+            self.url + "/api/v2/alerts",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200
+
     def alerts(self, **filters: str) -> list[dict[str, Any]]:
         """GET /api/v2/alerts (filters: active/silenced/inhibited="true"/"false")."""
         return list(self.get_json("/api/v2/alerts", filters or None))
@@ -286,3 +308,17 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
 
 __all__ = ["Alertmanager", "Prometheus", "SmtpSink", "alertmanager", "prometheus", "smtp_sink"]
+
+
+def pgvigil_alerts(am_url: str, *args: str) -> str:
+    """Run `pgvigil alerts ARGS --alertmanager.url am_url`; its stdout (it must succeed)."""
+    from tests.support.processes import pgvigil_cmd
+
+    result = subprocess.run(
+        pgvigil_cmd("alerts", *args, "--alertmanager.url", am_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
