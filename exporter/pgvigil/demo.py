@@ -76,6 +76,11 @@ def start_embedded(data_dir: Path | None) -> tuple[Any, dict[str, Any], Path]:
     return server, {"host": socket_dir, "user": "postgres", "dbname": "chat"}, path
 
 
+MONITOR_GRANT_SQL = (
+    "GRANT SELECT (id, provider, message_type, tokens, created_at) ON messages TO pgvigil"
+)
+
+
 def prepare_database(params: dict[str, Any], days: int, rows: int) -> int:
     """Create the chat database once; returns how many messages it holds."""
     admin = {**params, "dbname": "postgres"}
@@ -88,6 +93,11 @@ def prepare_database(params: dict[str, Any], days: int, rows: int) -> int:
         if row and row[0] == 0:
             print(f"creating {rows:,} messages over {days} days of history ...", flush=True)
             demodata.insert_history(conn, days=days, rows=rows)
+        # The exporter watches as a least-privilege role, as it should in production:
+        # pg_monitor plus the columns it counts by (never the message content).
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'pgvigil'").fetchone():
+            conn.execute("CREATE ROLE pgvigil LOGIN IN ROLE pg_monitor")
+        conn.execute(MONITOR_GRANT_SQL)
         row = conn.execute("SELECT count(*) FROM messages").fetchone()
         return int(row[0]) if row else 0
 
@@ -107,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
             },
             source="demo",
         )
-        database = db_module.Database(params, db_module.Timeouts.from_config(config.connection))
+        database = db_module.Database(
+            {**params, "user": "pgvigil"}, db_module.Timeouts.from_config(config.connection)
+        )
         http = web.make_server(
             args.listen_address, build_routes(build_scrape(database, config), "/metrics")
         )
