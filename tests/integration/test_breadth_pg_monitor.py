@@ -4,7 +4,6 @@ grants), through the real exporter on the machine's server."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,29 +13,19 @@ from psycopg import sql
 from pgvigil import demodata
 from tests.conftest import Db
 from tests.support.processes import parse_samples, pgvigil_serve, sample
+from tests.support.roles import pg_monitor_role
 
 BREADTH = ("activity", "vacuum", "indexes", "replication", "checkpoints", "analytics")
 
 
 @pytest.fixture
 def monitor(machine_db: Db) -> Iterator[str]:
-    role = f"pgvigil_c_mon_{uuid.uuid4().hex[:8]}"
     with machine_db.connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE pg_monitor").format(sql.Identifier(role))
-        )
         demodata.insert_history(conn, days=2, rows=600, conversations=10)
-        conn.execute(
-            sql.SQL("GRANT SELECT (created_at, provider, message_type) ON messages TO {}").format(
-                sql.Identifier(role)
-            )
-        )
-    try:
+    grant = sql.SQL("GRANT SELECT (created_at, provider, message_type) ON messages TO {}")
+    with pg_monitor_role(machine_db, "pgvigil_c_mon") as role:
+        machine_db.execute(grant.format(sql.Identifier(role)).as_string())
         yield role
-    finally:
-        with machine_db.connect() as conn:
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_breadth_collectors_work_as_pg_monitor(

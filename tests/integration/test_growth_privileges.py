@@ -4,7 +4,6 @@ and secrets suites are test_least_privilege.py and test_secrets.py.)"""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -13,20 +12,15 @@ from psycopg import sql
 from pgvigil import demodata
 from tests.conftest import Db
 from tests.support.inprocess import scraper
+from tests.support.roles import pg_monitor_role
 
 
 @pytest.fixture
 def monitor_role(machine_db: Db) -> Iterator[str]:
-    role = f"pgvigil_mon_{uuid.uuid4().hex[:8]}"
     with machine_db.connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE pg_monitor").format(sql.Identifier(role))
-        )
         demodata.insert_history(conn, days=2, rows=500, conversations=10)
-    yield role
-    with machine_db.connect() as conn:  # privileges live in the test database
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    with pg_monitor_role(machine_db) as role:
+        yield role
 
 
 def test_every_collector_works_as_pg_monitor(

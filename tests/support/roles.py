@@ -61,3 +61,16 @@ def temporary_roles(admin: dict[str, Any], dbnames: list[str], roles: list[str])
         yield
     finally:
         drop_roles(admin, dbnames, roles)
+
+
+@contextmanager
+def pg_monitor_role(db: Any, prefix: str = "pgvigil_mon") -> Iterator[str]:
+    """A fresh LOGIN role in pg_monitor (nothing else granted), dropped with its grants in db
+    afterwards. db is a `tests.conftest.Db`."""
+    role = unique_role(prefix)
+    with db.connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE pg_monitor").format(sql.Identifier(role))
+        )
+    with temporary_roles(db.server.admin, [db.name], [role]):
+        yield role
