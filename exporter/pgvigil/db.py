@@ -23,7 +23,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import QueuePool
 
 from pgvigil import redact
-from pgvigil.config import Config, ConnectionConfig
+from pgvigil.config import ConnectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +151,6 @@ class Database:
             pool_pre_ping=True,
             pool_recycle=600,
         )
-
-    @classmethod
-    def from_config(cls, config: Config, **kwargs: Any) -> Database:
-        params = resolve_conninfo(config.connection)
-        return cls(params, Timeouts.from_config(config.connection), **kwargs)
 
     def connect(self) -> psycopg.Connection[Any]:
         """A new raw connection with the session settings (used by the pool and the probe)."""
