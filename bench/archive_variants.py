@@ -20,7 +20,7 @@ import psycopg
 from vigilbench import archive
 from vigilbench.databases import Server
 
-# The shape of pgvigil.sidecar.archive.BATCH_SQL on the chat schema (key: id).
+# The shape of pgvigil.sidecar.jobs.archive.BATCH_SQL on the chat schema (key: id).
 KEYED_SQL = """
 WITH moved AS (
     DELETE FROM messages WHERE id IN (

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgvigil.thresholds import Thresholds, load_thresholds
+from pgvigil.config.thresholds import Thresholds, load_thresholds
 
 HERE = Path(__file__).resolve().parent
 DASHBOARDS = HERE / "dashboards"

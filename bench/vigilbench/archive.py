@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from vigilbench.databases import Server
 from vigilbench.exporters import PgvigilSource
 from vigilbench.machine import load_average
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 SPAN_DAYS = 44
 RETENTION_DAYS = 4
 
-# The same archive table the sidecar creates (see pgvigil.sidecar.archive).
+# The same archive table the sidecar creates (see pgvigil.sidecar.jobs.archive).
 CREATE_ARCHIVE_SQL = (
     "CREATE TABLE IF NOT EXISTS messages_archive "
     "(LIKE messages INCLUDING COMMENTS INCLUDING STORAGE, PRIMARY KEY (id))"

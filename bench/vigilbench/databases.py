@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 
 log = logging.getLogger(__name__)
 

@@ -71,7 +71,7 @@ def _rules(tmp: Path, dbname: str, size_now: int, for_: str) -> list[Path]:
 
 
 def _alertmanager_config(smarthost: str, group_wait: str) -> str:
-    from pgvigil.alertmanager import effective_config
+    from pgvigil.alerting.alertmanager import effective_config
 
     text = effective_config(
         (REPO / "alertmanager.yml").read_text(),

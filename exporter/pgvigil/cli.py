@@ -18,13 +18,16 @@ from pgvigil.db import DsnError
 from pgvigil.redact import scrub
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("pgvigil.serve", "run the Prometheus exporter (/metrics on :9839)"),
-    "demo": ("pgvigil.demo", "run everything on an embedded demo database, no set-up"),
+    "serve": ("pgvigil.exporter.serve", "run the Prometheus exporter (/metrics on :9839)"),
+    "demo": ("pgvigil.demo.command", "run everything on an embedded demo database, no set-up"),
     "sidecar": ("pgvigil.sidecar.main", "run the maintenance schedule (/metrics on :9840)"),
     "run-job": ("pgvigil.sidecar.run_job", "run one maintenance job now"),
-    "alerts": ("pgvigil.alerts", "list, acknowledge (silence) and unacknowledge alerts"),
-    "status": ("pgvigil.status", "one-screen health summary from Prometheus"),
-    "rules": ("pgvigil.rules", "render and check the Prometheus rules from their thresholds"),
+    "alerts": ("pgvigil.alerting.alerts", "list, acknowledge (silence) and unacknowledge alerts"),
+    "status": ("pgvigil.alerting.status", "one-screen health summary from Prometheus"),
+    "rules": (
+        "pgvigil.alerting.rules",
+        "render and check the Prometheus rules",
+    ),
 }
 
 EPILOG = """\

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from pgvigil.alertmanager import effective_config
-from pgvigil.alerts import DEFAULT_CONFIG
+from pgvigil.alerting.alertmanager import effective_config
+from pgvigil.alerting.alerts import DEFAULT_CONFIG
 from pgvigil.cli import main as pgvigil_main
-from pgvigil.thresholds import load_thresholds
+from pgvigil.config.thresholds import load_thresholds
 from tests.conftest import Db
 from tests.support.postgres import wait_until
 from tests.support.processes import pgvigil_serve

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pgvigil.alertmanager import effective_config
-from pgvigil.alerts import DEFAULT_CONFIG
+from pgvigil.alerting.alertmanager import effective_config
+from pgvigil.alerting.alerts import DEFAULT_CONFIG
 from tests.support.postgres import wait_until
 from tests.support.stack import Alertmanager, alertmanager, pgvigil_alerts, smtp_sink
 

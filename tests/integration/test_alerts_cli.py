@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pgvigil.alertmanager import effective_config
-from pgvigil.alerts import DEFAULT_CONFIG
+from pgvigil.alerting.alertmanager import effective_config
+from pgvigil.alerting.alerts import DEFAULT_CONFIG
 from pgvigil.cli import main
 from tests.support.postgres import wait_until
 from tests.support.processes import pgvigil_cmd

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from pgvigil import demodata
-from pgvigil.collectors import analytics
 from pgvigil.config import ApplicationTable
+from pgvigil.demo import data as demodata
+from pgvigil.exporter.collectors import analytics
 from tests.conftest import Db
 from tests.support.inprocess import scraper
 from tests.support.samples import Samples, scrape_once, series, value

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.conftest import Db
 from tests.support.processes import parse_samples, pgvigil_serve, sample
 from tests.support.roles import pg_monitor_role

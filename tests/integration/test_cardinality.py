@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.support.postgres import Cluster, cluster
 from tests.support.processes import parse_samples, pgvigil_serve
 

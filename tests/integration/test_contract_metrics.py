@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.conftest import Db
 from tests.support.inprocess import scraper
 

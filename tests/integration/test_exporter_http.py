@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.conftest import Db
 from tests.support.processes import pgvigil_serve, sample
 

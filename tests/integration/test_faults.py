@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.support.postgres import Cluster, Server, cluster, wait_until
 from tests.support.processes import Process, parse_samples, pgvigil_cmd, pgvigil_serve, sample
 from tests.support.sidecar import env_for, pgvigil_sidecar, write_config

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from psycopg import sql
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.support.processes import parse_samples, pgvigil_serve
 
 NASTY = [

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from psycopg import sql
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.conftest import Db
 from tests.support.inprocess import scraper
 from tests.support.roles import pg_monitor_role

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.support.postgres import wait_until
 from tests.support.processes import parse_samples, pgvigil_cmd, pgvigil_serve, sample
 from tests.support.roles import psql, temporary_roles, unique_role

@@ -16,8 +16,8 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from pgvigil import demodata
 from pgvigil.cli import main
+from pgvigil.demo import data as demodata
 from tests.support.postgres import Cluster, cluster, free_port
 from tests.support.processes import (
     Process,

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.conftest import Db
 from tests.support.postgres import wait_until
 from tests.support.processes import pgvigil_cmd

@@ -7,7 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from pgvigil.sidecar.locks import lock_key
 from tests.conftest import Db
 from tests.support.postgres import Cluster, wait_until

@@ -6,7 +6,7 @@ import json
 import signal
 from pathlib import Path
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from pgvigil.sidecar.locks import lock_key
 from tests.conftest import Db
 from tests.support.postgres import wait_until

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.conftest import Db
 from tests.support.sidecar import in_process
 

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.conftest import Db
 from tests.support.postgres import wait_until
 from tests.support.processes import pgvigil_cmd

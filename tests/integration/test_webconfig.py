@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pgvigil import webconfig
 from pgvigil.config import ConfigError
-from pgvigil.web import make_server
+from pgvigil.web import config as webconfig
+from pgvigil.web.server import make_server
 from tests.support.postgres import free_port
 from tests.support.processes import pgvigil_cmd
 from tests.support.sidecar import write_config

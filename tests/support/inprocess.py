@@ -8,8 +8,8 @@ from prometheus_client import CollectorRegistry
 
 from pgvigil import config as config_module
 from pgvigil.db import Database, Timeouts
-from pgvigil.multitarget import build_scrape
-from pgvigil.scrape import make_registry
+from pgvigil.exporter.scrape import make_registry
+from pgvigil.exporter.targets import build_scrape
 
 
 def scraper(params: dict[str, Any], **config: Any) -> tuple[CollectorRegistry, Database]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from pgvigil import demodata
+from pgvigil.demo import data as demodata
 from tests.support.postgres import Server, free_port
 from tests.support.processes import Process, pgvigil_cmd, pgvigil_serve, stop, wait_http
 from tests.support.stack import Prometheus, prometheus

@@ -67,9 +67,9 @@ class InProcess:
     def __init__(self, params: Mapping[str, Any], data: Mapping[str, Any] | None = None):
         from pgvigil.config import validate
         from pgvigil.db import Database
-        from pgvigil.sidecar.jobs import JobContext
+        from pgvigil.sidecar.jobs import NAMES as JOB_NAMES
         from pgvigil.sidecar.metrics import SidecarState
-        from pgvigil.sidecar.settings import JOB_NAMES
+        from pgvigil.sidecar.runner import JobContext
 
         self.config = validate(dict(data or {}))
         self.database = Database(params, read_only=False, application_name="pgvigil-sidecar")
@@ -79,7 +79,7 @@ class InProcess:
         )
 
     def run(self, job: str, *, dry_run: bool = False) -> str:
-        from pgvigil.sidecar.jobs import run_job
+        from pgvigil.sidecar.runner import run_job
 
         self.ctx.dry_run = dry_run
         return run_job(job, self.ctx)

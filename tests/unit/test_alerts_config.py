@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgvigil.alertmanager import Matcher, effective_config, parse_duration
-from pgvigil.alerts import DEFAULT_CONFIG
+from pgvigil.alerting.alertmanager import Matcher, effective_config, parse_duration
+from pgvigil.alerting.alerts import DEFAULT_CONFIG
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:

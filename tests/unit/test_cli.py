@@ -69,7 +69,7 @@ def test_missing_database_says_how_to_give_one(
 def test_collector_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
 
-    from pgvigil import serve
+    from pgvigil.exporter import serve
 
     monkeypatch.setenv("DATA_SOURCE_NAME", "host=db")
     cfg = tmp_path / "c.yml"

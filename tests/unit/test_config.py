@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pgvigil import collectors, config
+from pgvigil import config
+from pgvigil.exporter import collectors
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -63,7 +64,7 @@ collectors:
 """,
     )
     with pytest.raises(config.ConfigError) as e:
-        config.load(path)
+        config.load(path, collectors=collectors.NAMES)
     problems = e.value.problems
     assert len(problems) == 5, problems
     text = "\n".join(problems)
@@ -71,7 +72,7 @@ collectors:
     assert f"{path}:3: connection.dsnn: unknown key" in text
     assert f"{path}:5: application_tables[0].name: String should match pattern" in text
     assert f"{path}:7: tables.top_n: Input should be a valid integer" in text
-    assert f"{path}:9: collectors: unknown collector sizes" in text
+    assert f"{path}:9: collectors.sizes: unknown collector sizes (known: server," in text
 
 
 @pytest.mark.parametrize(
@@ -104,7 +105,7 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
 
 def test_collector_toggles_name_exactly_the_registered_collectors() -> None:
     # "custom" switches every custom query's collector (made per query from the config)
-    assert set(config.COLLECTOR_NAMES) == {c.name for c in collectors.ALL} | {"custom"}
+    assert set(collectors.NAMES) == {c.name for c in collectors.ALL} | {"custom"}
 
 
 def test_the_example_config_in_the_repo_is_valid() -> None:

@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector as RegistryCollector
 
 from pgvigil import config as config_module
-from pgvigil.collectors.custom import QueryError, build_families
 from pgvigil.config import ConfigError
-from pgvigil.queries import CustomQuery
+from pgvigil.config.queries import CustomQuery
+from pgvigil.exporter.collectors.custom import QueryError, build_families
 
 GOOD = """\
 queries:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pgvigil.thresholds import load_thresholds, thresholds_from
+from pgvigil.config.thresholds import load_thresholds, thresholds_from
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "grafana" / "dashboards"

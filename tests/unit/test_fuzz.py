@@ -24,10 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pgvigil import config as config_module
 from pgvigil import redact
 from pgvigil.cli import main
-from pgvigil.collectors.size import SizeCollector
 from pgvigil.config import ConfigError, ConnectionConfig
 from pgvigil.db import Database, DsnError, describe, resolve_conninfo
-from pgvigil.scrape import Scrape, make_registry, renderer
+from pgvigil.exporter.collectors.size import SizeCollector
+from pgvigil.exporter.scrape import Scrape, make_registry, renderer
 
 # PGVIGIL_FUZZ_EXAMPLES=1000 for a longer hunt; the default keeps CI quick.
 EXAMPLES = int(os.environ.get("PGVIGIL_FUZZ_EXAMPLES", "60"))
@@ -318,8 +318,8 @@ cell = st.one_of(
 def test_custom_query_results_give_metrics_or_a_named_error(
     rows: list[tuple[Any, Any, Any]], columns: list[str]
 ) -> None:
-    from pgvigil.collectors.custom import QueryError, build_families
-    from pgvigil.queries import CustomQuery
+    from pgvigil.config.queries import CustomQuery
+    from pgvigil.exporter.collectors.custom import QueryError, build_families
 
     spec = CustomQuery.model_validate(
         {
@@ -381,7 +381,7 @@ web_values = st.recursive(
 def test_web_config_gives_settings_or_config_error(tmp_path: Path, data: Any) -> None:
     from types import SimpleNamespace
 
-    from pgvigil import webconfig
+    from pgvigil.web import config as webconfig
 
     path = tmp_path / "web.yml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True))

@@ -9,18 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgvigil import rules
+from pgvigil.alerting import rules
 from pgvigil.cli import main
 from pgvigil.config import ConfigError
-from pgvigil.thresholds import (
-    DEFAULT_PATH,
-    Thresholds,
-    fragment_sections,
-    load_thresholds,
-    thresholds_from,
-)
+from pgvigil.config.thresholds import Thresholds, load_thresholds, thresholds_from
 
-RULES_DIR = DEFAULT_PATH.parent
+ROOT = Path(__file__).resolve().parents[2]
+RULES_DIR = ROOT / "rules"
 ALERT_NAMES = {
     "PgvigilDatabaseSizeHigh",
     "PgvigilGrowthHigh",
@@ -35,8 +30,8 @@ ALERT_NAMES = {
 
 
 def _thresholds(data: dict) -> Thresholds:
-    """Thresholds like a user's file with `data`, beside the fragments in rules/groups/."""
-    return thresholds_from(data, declared=fragment_sections(RULES_DIR / "groups"))
+    """Thresholds like a site's file with `data`, over the shipped defaults."""
+    return thresholds_from(data)
 
 
 def _rules(text: str) -> list[dict]:
@@ -46,7 +41,7 @@ def _rules(text: str) -> list[dict]:
 def test_committed_rules_match_their_source() -> None:
     rendered = rules.render(load_thresholds())
     assert rules.drift(rendered, RULES_DIR) == [], (
-        "rules/recording.yml or rules/alerts.yml differ from rules/thresholds.yml + templates: "
+        "rules/recording.yml or rules/alerts.yml differ from the thresholds and templates: "
         "run `pgvigil rules render` and commit the result"
     )
 
@@ -159,7 +154,7 @@ def test_threshold_problems_are_all_reported_with_their_line(tmp_path: Path) -> 
     text = "\n".join(e.value.problems)
     assert f"{path}:2: database_size_bytes: warning (2147483648) must be below critical" in text
     assert f"{path}:5: response_seconds.warning:" in text
-    assert f"{path}:7: disk_used_ratio.for: 'soon' is not a Prometheus duration" in text
+    assert f"{path}:7: disk_used_ratio.for: 'soon' is not a duration" in text
     assert "cache_hit_ratio: warning (0.5) must be above critical (0.8)" in text
     assert f"{path}:10: colour: unknown key" in text
 
@@ -167,77 +162,57 @@ def test_threshold_problems_are_all_reported_with_their_line(tmp_path: Path) -> 
 def test_missing_thresholds_file_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_thresholds(tmp_path / "nope.yml")
-    assert e.value.problems == [f"{tmp_path / 'nope.yml'}: no such file"]
+    assert e.value.problems == [
+        f"{tmp_path / 'nope.yml'}: cannot read the thresholds file: No such file or directory"
+    ]
 
 
-def _rules_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "rules"
-    shutil.copytree(RULES_DIR / "templates", root / "templates")
-    shutil.copy(RULES_DIR / "thresholds.yml", root / "thresholds.yml")
-    (root / "groups").mkdir()
+def _templates_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "templates"
+    shutil.copytree(rules.TEMPLATES_DIR, root)
     return root
 
 
-FRAGMENT = """\
-thresholds:
-  sidecar:
-    job_stale_after: 26h
-    for: 10m
-groups:
-  - name: pgvigil-sidecar
-    rules:
-      - alert: PgvigilSidecarJobNotSucceeding
-        expr: >-
-          time() - pgvigil_sidecar_job_last_success_timestamp_seconds
-          > {{ thresholds.sidecar.job_stale_after | seconds }}
-        for: {{ thresholds.sidecar.for }}
-        labels:
-          severity: warning
-        annotations:
-          summary: A maintenance job has not succeeded for too long.
-          description: 'Job {{ $labels.task }} last succeeded {{ $value | humanizeDuration }} ago.'
-          runbook_url: '{{ thresholds.runbook_base_url }}#pgvigilsidecarjobnotsucceeding'
-"""
+def test_each_threshold_default_is_written_once() -> None:
+    """The defaults live in the shipped thresholds.yml only: no template, fragment or model
+    carries a default of its own, and every section the templates use is named there."""
+    shipped = yaml.safe_load(Path(load_thresholds.__globals__["DEFAULT_PATH"]).read_text())
+    for name, field in Thresholds.model_fields.items():
+        assert field.is_required(), f"Thresholds.{name} has a default outside thresholds.yml"
+        assert name in shipped
+    for template in rules.TEMPLATES_DIR.glob("*.yml"):
+        data = yaml.safe_load(re.sub(r"\{\{.*?\}\}", "0", template.read_text()))
+        assert "thresholds" not in data, f"{template.name} declares thresholds of its own"
+        assert "runbook_url" not in template.read_text(), template.name
 
 
-def test_fragments_add_groups_and_their_thresholds(tmp_path: Path) -> None:
-    root = _rules_dir(tmp_path)
-    (root / "groups" / "sidecar.yml").write_text(FRAGMENT)
-    out = rules.render(load_thresholds(root / "thresholds.yml"), root)
-    groups = [g["name"] for g in yaml.safe_load(out["alerts.yml"])["groups"]]
-    assert groups == ["pgvigil-alerts", "pgvigil-sidecar"]
-    rule = _rules(out["alerts.yml"])[-1]
-    assert rule["expr"].endswith("> 93600")
-    assert rule["for"] == "10m"
-    assert rule["annotations"]["description"] == (
-        "Job {{ $labels.task }} last succeeded {{ $value | humanizeDuration }} ago."
+def test_a_fragment_adds_groups_with_thresholds_and_runbook_links(tmp_path: Path) -> None:
+    root = _templates_dir(tmp_path)
+    (root / "extra.yml").write_text(
+        "groups:\n  - name: pgvigil-extra\n    rules:\n"
+        "      - alert: PgvigilExtraThing\n"
+        "        expr: x > {{ thresholds.transaction_age.warning | seconds }}\n"
+        "        for: {{ thresholds.transaction_age.for }}\n"
+        "        labels: {severity: warning}\n"
+        "        annotations: {summary: A thing., description: '{{ $value }}'}\n"
     )
-
-    # A user overrides a fragment's threshold in thresholds.yml, like a built-in one.
-    thresholds = root / "thresholds.yml"
-    thresholds.write_text(thresholds.read_text() + "sidecar:\n  job_stale_after: 2h\n")
-    out = rules.render(load_thresholds(thresholds), root)
-    assert _rules(out["alerts.yml"])[-1]["expr"].endswith("> 7200")
-    assert load_thresholds(thresholds).section("sidecar") == {
-        "job_stale_after": "2h",
-        "for": "10m",
-    }
-
-    thresholds.write_text(thresholds.read_text() + "  job_stale_afterr: 3h\n")
-    with pytest.raises(ConfigError) as e:
-        load_thresholds(thresholds)
-    assert "sidecar.job_stale_afterr: unknown key" in e.value.problems[0]
+    out = rules.render(_thresholds({"transaction_age": {"warning": "20m"}}), root)
+    groups = {g["name"]: g["rules"] for g in yaml.safe_load(out["alerts.yml"])["groups"]}
+    (rule,) = groups["pgvigil-extra"]
+    assert rule["expr"] == "x > 1200"
+    assert rule["for"] == "2m"
+    assert rule["annotations"]["runbook_url"].endswith("RUNBOOK.md#pgvigilextrathing")
 
 
 def test_fragment_mistakes_are_errors(tmp_path: Path) -> None:
-    root = _rules_dir(tmp_path)
-    bad = root / "groups" / "bad.yml"
+    root = _templates_dir(tmp_path)
+    bad = root / "bad.yml"
     bad.write_text(
         "groups:\n  - name: x\n    rules:\n      - alert: A\n"
         "        expr: a > {{ thresholds.nope.x }}\n"
     )
     with pytest.raises(ConfigError) as e:
-        rules.render(load_thresholds(root / "thresholds.yml"), root)
+        rules.render(load_thresholds(), root)
     assert e.value.problems == [f"{bad}:5: unknown threshold 'thresholds.nope.x'"]
 
     bad.write_text(
@@ -245,25 +220,34 @@ def test_fragment_mistakes_are_errors(tmp_path: Path) -> None:
         "      - record: b:c:d\n        expr: b\n"
     )
     with pytest.raises(ConfigError, match="mixes alert and recording rules"):
-        rules.render(load_thresholds(root / "thresholds.yml"), root)
+        rules.render(load_thresholds(), root)
 
     bad.write_text("groups:\n  - name: pgvigil-alerts\n    rules: []\n")
     with pytest.raises(ConfigError, match="group name 'pgvigil-alerts' already used"):
-        rules.render(load_thresholds(root / "thresholds.yml"), root)
+        rules.render(load_thresholds(), root)
+
+    bad.write_text(
+        "groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: a\n"
+        "        annotations: {runbook_url: 'http://elsewhere'}\n"
+    )
+    with pytest.raises(ConfigError, match="runbook_url is added by the renderer"):
+        rules.render(load_thresholds(), root)
 
 
 def test_render_and_check_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root = _rules_dir(tmp_path)
-    assert main(["rules", "render", "--rules.dir", str(root)]) == 0
-    assert "recording.yml (16 rules)" in capsys.readouterr().out
+    out = tmp_path / "rules"
+    assert main(["rules", "render", "--output.dir", str(out)]) == 0
+    assert "recording.yml (20 rules)" in capsys.readouterr().out
+    assert main(["rules", "check", "--output.dir", str(out)]) == 0
+    assert "drift: none" in capsys.readouterr().out
 
-    # Someone edits a threshold but forgets to render: check reports the drift.
-    thresholds = root / "thresholds.yml"
-    thresholds.write_text(thresholds.read_text().replace("warning: 500MiB", "warning: 400MiB"))
-    assert main(["rules", "check", "--rules.dir", str(root)]) == 1
-    out = capsys.readouterr().out
-    assert "drift: the rule files differ from their source" in out
-    assert "+        expr: pgvigil_database_size_bytes{} > 419430400" in out
+    # Someone changes a threshold but forgets to render: check reports the drift.
+    mine = tmp_path / "mine.yml"
+    mine.write_text("database_size_bytes:\n  warning: 400MiB\n")
+    assert main(["rules", "check", "--thresholds.file", str(mine), "--output.dir", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert f"drift: {out} differs from the thresholds" in text
+    assert "+        expr: pgvigil_database_size_bytes{} > 419430400" in text
 
 
 def test_render_with_a_thresholds_file_elsewhere(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from pgvigil.collectors.base import Collector, TTLCache
 from pgvigil.config import Config
-from pgvigil.scrape import Scrape, SingleFlight, make_registry
+from pgvigil.exporter.collectors.base import Collector, TTLCache
+from pgvigil.exporter.scrape import Scrape, SingleFlight, make_registry
 
 
 class StandInDb:
@@ -44,7 +44,7 @@ class Breaks(Collector):
 
 
 def registry(db: Any, *collectors: type[Collector]) -> Any:
-    from pgvigil.collectors import LatencyCollector
+    from pgvigil.exporter.collectors import LatencyCollector
 
     cfg = Config()
     scrape = Scrape(db, [c(db, cfg) for c in collectors], LatencyCollector(db, cfg))

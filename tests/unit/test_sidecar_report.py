@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgvigil.sidecar.report import _recommend
-from pgvigil.sidecar.report_markdown import render_markdown
-from pgvigil.sidecar.settings import ReportSettings
+from pgvigil.config.sidecar import ReportSettings
+from pgvigil.config.thresholds import load_thresholds
+from pgvigil.sidecar.jobs.report import _recommend
+from pgvigil.sidecar.jobs.report_markdown import render_markdown
 
 
 def _findings(**overrides: Any) -> dict[str, Any]:
@@ -45,7 +46,7 @@ def _forecast(**overrides: Any) -> dict[str, Any]:
 
 
 def test_a_healthy_database_gets_no_advice() -> None:
-    assert _recommend(_findings(), _forecast(), ReportSettings()) == []
+    assert _recommend(_findings(), _forecast(), ReportSettings(), load_thresholds()) == []
 
 
 def test_scaling_advice_each_with_its_sql() -> None:
@@ -54,7 +55,7 @@ def test_scaling_advice_each_with_its_sql() -> None:
     forecast = _forecast(
         days_until_disk_full=45.0, days_until_size_threshold={"warning": 0.0, "critical": 20.0}
     )
-    advice = _recommend(findings, forecast, ReportSettings())
+    advice = _recommend(findings, forecast, ReportSettings(), load_thresholds())
     kinds = [a["kind"] for a in advice]
     assert kinds == [
         "scaling_memory", "scaling_partitioning", "disk", "size_threshold", "size_threshold",

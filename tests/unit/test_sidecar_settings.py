@@ -10,9 +10,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pgvigil import cli
+from pgvigil.config.sidecar import SidecarConfig
 from pgvigil.sidecar import scheduler
+from pgvigil.sidecar.jobs import NAMES as JOB_NAMES
+from pgvigil.sidecar.jobs import schedules
 from pgvigil.sidecar.metrics import SidecarCollector, SidecarState
-from pgvigil.sidecar.settings import JOB_NAMES, SidecarConfig
 
 BAD = """\
 application_tables:
@@ -43,13 +45,13 @@ def test_bad_values_are_all_reported_with_their_line(
     expected = [
         f"{path}:5: sidecar.timezone: unknown time zone 'Mars/Olympus_Mons' "
         "(use an IANA name like Europe/Berlin)",
-        f"{path}:7: sidecar.jobs.quick_check.every: '5 minutes' is not a duration like 30s, "
-        "5m, 1h or 1d",
+        f"{path}:7: sidecar.jobs.quick_check.every: '5 minutes' is not a duration such as 30s, "
+        "5m, 1h30m or 2d",
         f"{path}:8: sidecar.jobs.archive.at: '25:00' is not a time of day like 02:00",
         f"{path}:9: sidecar.jobs.weekly_report: give exactly one of `every` (e.g. 5m) or `at` "
         "(e.g. 02:00)",
-        f"{path}:10: sidecar.jobs.vacuum_full.[key]: Input should be 'analyze', 'archive', "
-        "'health_check', 'quick_check' or 'weekly_report'",
+        f"{path}:10: sidecar.jobs.vacuum_full: unknown job vacuum_full (known: analyze, archive, "
+        "health_check, quick_check, weekly_report)",
         f"{path}:12: sidecar.archive.batch_size: Input should be greater than or equal to 1",
         f"{path}:13: sidecar.archive.pause_seconds: Input should be greater than or equal to 0",
         f"{path}:15: sidecar.report.keep: Input should be a valid integer, unable to parse "
@@ -77,10 +79,11 @@ def test_sidecar_check_config_needs_a_database(
 
 def test_a_section_naming_some_jobs_keeps_the_others() -> None:
     config = SidecarConfig.model_validate({"jobs": {"archive": {"enabled": False}}})
-    assert config.jobs["archive"].describe() == "disabled"
-    assert config.jobs["analyze"].describe() == "daily at 02:00"
-    assert config.jobs["weekly_report"].period_seconds == 7 * 86400
-    assert config.jobs["quick_check"].period_seconds == 300
+    jobs = schedules(config)
+    assert jobs["archive"].describe() == "disabled"
+    assert jobs["analyze"].describe() == "daily at 02:00"
+    assert jobs["weekly_report"].period_seconds == 7 * 86400
+    assert jobs["quick_check"].period_seconds == 300
 
 
 def test_schedule_runs_at_local_time_in_the_configured_zone() -> None:

@@ -17,9 +17,10 @@ from typing import Any
 from pgvigil import config as config_module
 from pgvigil import db as db_module
 from pgvigil.config import Config, ConfigError
-from pgvigil.sidecar.jobs import JobContext
+from pgvigil.config.thresholds import Thresholds, load_thresholds
+from pgvigil.sidecar.context import JobContext
+from pgvigil.sidecar.jobs import NAMES
 from pgvigil.sidecar.metrics import SidecarState
-from pgvigil.sidecar.settings import JOB_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -35,36 +36,20 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
 
 def load_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Config:
     """The config file with the command-line flags applied to its `sidecar:` section."""
-    config = config_module.load(args.config_file)
+    config = config_module.load(args.config_file, jobs=NAMES)
     if not overrides:
         return config
     data = config.model_dump(by_alias=True, exclude_unset=True)
     data.setdefault("sidecar", {}).update(overrides)
-    return config_module.validate(data, source="command line")
+    return config_module.validate(data, source="command line", jobs=NAMES)
 
 
-def size_thresholds(config: Config) -> dict[str, int]:
-    """The database size thresholds from the single thresholds file (rules/thresholds.yml).
-
-    A file named in the config must load; pgvigil's own default may be absent (an installed
-    package without the rules/ checkout): then size-triggered archival and the report's
-    "days until threshold" are off, and the log says so.
-    """
-    from pgvigil.thresholds import DEFAULT_PATH, load_thresholds
-
-    path = config.sidecar.thresholds_file
-    if path is None and not DEFAULT_PATH.exists():
-        log.warning(
-            "no thresholds file (%s): size-triggered archival is off; set "
-            "sidecar.thresholds_file to rules/thresholds.yml",
-            DEFAULT_PATH,
-        )
-        return {}
+def thresholds(config: Config) -> Thresholds:
+    """The alert thresholds the jobs compare with: the site's file, or pgvigil's defaults."""
     try:
-        size = load_thresholds(path).database_size_bytes
+        return load_thresholds(config.sidecar.thresholds_file)
     except ConfigError as e:
         raise ConfigError([*e.problems, "(read for sidecar.thresholds_file)"]) from None
-    return {"warning": size.warning, "critical": size.critical}
 
 
 def build_context(config: Config) -> tuple[JobContext, dict[str, Any]]:
@@ -78,8 +63,8 @@ def build_context(config: Config) -> tuple[JobContext, dict[str, Any]]:
     ctx = JobContext(
         database=database,
         config=config,
-        state=SidecarState(JOB_NAMES),
-        size_thresholds=size_thresholds(config),
+        state=SidecarState(NAMES),
+        thresholds=thresholds(config),
     )
     return ctx, params
 

@@ -17,9 +17,10 @@ from zoneinfo import ZoneInfo
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from pgvigil import web
+from pgvigil.config.sidecar import SidecarConfig
+from pgvigil.sidecar.jobs import schedules
 from pgvigil.sidecar.metrics import SidecarCollector, SidecarState, make_registry
-from pgvigil.sidecar.settings import SidecarConfig
+from pgvigil.web import server as web
 
 
 def build_routes(
@@ -57,7 +58,7 @@ def status(
     snap = state.snapshot()
     jobs = {}
     for name, stats in snap["jobs"].items():
-        spec = config.jobs[name]
+        spec = schedules(config)[name]
         period, next_run = schedule.get(name, (spec.period_seconds, None))
         jobs[name] = {
             "schedule": spec.describe(),

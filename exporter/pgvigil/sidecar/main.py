@@ -8,15 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from pgvigil import db as db_module
-from pgvigil import web, webconfig
-from pgvigil.sidecar import http, report, scheduler
+from pgvigil.sidecar import http, scheduler
 from pgvigil.sidecar.command import (
     add_common_flags,
     build_context,
     load_config,
     stop_on_signals,
 )
-from pgvigil.sidecar.jobs import JobContext, run_job
+from pgvigil.sidecar.context import JobContext
+from pgvigil.sidecar.jobs import report, schedules
+from pgvigil.sidecar.runner import run_job
+from pgvigil.web import config as webconfig
+from pgvigil.web import server as web
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         config.sidecar.listen_address,
         db_module.describe(params),
         config.sidecar.timezone,
-        ", ".join(f"{n} {s.describe()}" for n, s in config.sidecar.jobs.items()),
+        ", ".join(f"{n} {s.describe()}" for n, s in schedules(config.sidecar).items()),
     )
     try:
         loop(ctx, sched)

@@ -11,18 +11,18 @@ import sys
 
 from pgvigil import db as db_module
 from pgvigil.sidecar.command import add_common_flags, build_context, load_config, stop_on_signals
-from pgvigil.sidecar.jobs import run_job
-from pgvigil.sidecar.settings import JOB_NAMES
+from pgvigil.sidecar.jobs import NAMES
+from pgvigil.sidecar.runner import run_job
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
-        "jobs: analyze, archive, health_check, quick_check, weekly_report\n"
+        f"jobs: {', '.join(NAMES)}\n"
         "examples:\n"
         "  pgvigil run-job archive --dry-run      what would move, nothing changed\n"
         "  pgvigil run-job analyze                the manual 'optimize' trigger"
     )
-    parser.add_argument("job", metavar="NAME", choices=JOB_NAMES, help="the job to run")
+    parser.add_argument("job", metavar="NAME", choices=NAMES, help="the job to run")
     add_common_flags(parser)
     parser.add_argument(
         "--dry-run", action="store_true", help="say what the job would do; change nothing"

@@ -1,0 +1,2 @@
+"""Alerting: thresholds rendered into Prometheus rules, the Alertmanager client, `alerts`,
+`status`."""

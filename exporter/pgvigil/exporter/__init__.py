@@ -1,0 +1,1 @@
+"""The exporter: `pgvigil serve`, its scrape, /probe and discovery, and the collectors."""

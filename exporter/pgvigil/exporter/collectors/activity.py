@@ -1,0 +1,117 @@
+"""Who is connected and what they hold: connections by state against `max_connections`,
+the longest open transaction, the longest idle-in-transaction session, and lock waits.
+
+    # HELP pgvigil_connections Client connections to the server by state (pg_stat_activity).
+    # TYPE pgvigil_connections gauge
+    pgvigil_connections{state="active"} 3.0
+    pgvigil_connections{state="idle"} 12.0
+    pgvigil_connections{state="idle in transaction"} 1.0
+    pgvigil_connections{state="idle in transaction (aborted)"} 0.0
+    # HELP pgvigil_max_connections The max_connections setting.
+    # TYPE pgvigil_max_connections gauge
+    pgvigil_max_connections 100.0
+    # HELP pgvigil_oldest_transaction_age_seconds Age of the oldest open transaction ...
+    # TYPE pgvigil_oldest_transaction_age_seconds gauge
+    pgvigil_oldest_transaction_age_seconds 4.2
+    # HELP pgvigil_oldest_idle_in_transaction_age_seconds How long the longest ...
+    # TYPE pgvigil_oldest_idle_in_transaction_age_seconds gauge
+    pgvigil_oldest_idle_in_transaction_age_seconds 0.0
+    # HELP pgvigil_oldest_prepared_transaction_age_seconds Age of the oldest prepared ...
+    # TYPE pgvigil_oldest_prepared_transaction_age_seconds gauge
+    pgvigil_oldest_prepared_transaction_age_seconds 0.0
+    # HELP pgvigil_locks_waiting Lock requests not yet granted (pg_locks).
+    # TYPE pgvigil_locks_waiting gauge
+    pgvigil_locks_waiting 0.0
+    # HELP pgvigil_oldest_lock_wait_seconds How long the longest waiting lock request ...
+    # TYPE pgvigil_oldest_lock_wait_seconds gauge
+    pgvigil_oldest_lock_wait_seconds 0.0
+
+Counts are server-wide (connections share one `max_connections`) and cover client backends
+only; the exporter's own session is left out of the ages. Ages are 0 when nothing is open.
+Reading other sessions' state needs `pg_monitor` (or `pg_read_all_stats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from pgvigil.exporter.collectors.base import Collector
+
+# Always exported, so that a state with no connections reads 0 rather than vanishing.
+STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)")
+
+CONNECTIONS_SQL = """
+SELECT coalesce(state, 'unknown') AS state, count(*) AS connections
+FROM pg_stat_activity
+WHERE backend_type = 'client backend'
+GROUP BY 1
+"""
+
+OLDEST_SQL = """
+SELECT current_setting('max_connections')::int AS max_connections,
+       coalesce((SELECT extract(epoch FROM max(clock_timestamp() - xact_start))
+                 FROM pg_stat_activity
+                 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()), 0)
+           AS oldest_xact,
+       coalesce((SELECT extract(epoch FROM max(clock_timestamp() - state_change))
+                 FROM pg_stat_activity
+                 WHERE state LIKE 'idle in transaction%'), 0) AS oldest_idle_xact,
+       coalesce((SELECT extract(epoch FROM max(clock_timestamp() - prepared))
+                 FROM pg_prepared_xacts), 0) AS oldest_prepared,
+       (SELECT count(*) FROM pg_locks WHERE NOT granted) AS locks_waiting,
+       coalesce((SELECT extract(epoch FROM max(clock_timestamp() - waitstart))
+                 FROM pg_locks WHERE NOT granted), 0) AS oldest_lock_wait
+"""
+
+
+class ActivityCollector(Collector):
+    name = "activity"
+
+    def collect(self) -> Iterable[Metric]:
+        by_state = dict.fromkeys(STATES, 0.0)
+        for row in self.query(CONNECTIONS_SQL):
+            by_state[row.state] = float(row.connections)
+        connections = GaugeMetricFamily(
+            "pgvigil_connections",
+            "Client connections to the server by state (pg_stat_activity).",
+            labels=["state"],
+        )
+        for state, count in sorted(by_state.items()):
+            connections.add_metric([state], count)
+
+        (row,) = self.query(OLDEST_SQL)
+        return [
+            connections,
+            GaugeMetricFamily(
+                "pgvigil_max_connections",
+                "The max_connections setting.",
+                value=float(row.max_connections),
+            ),
+            GaugeMetricFamily(
+                "pgvigil_oldest_transaction_age_seconds",
+                "Age of the oldest open transaction of a client session (0 when none).",
+                value=float(row.oldest_xact),
+            ),
+            GaugeMetricFamily(
+                "pgvigil_oldest_idle_in_transaction_age_seconds",
+                "How long the longest idle-in-transaction session has been idle (0 when none).",
+                value=float(row.oldest_idle_xact),
+            ),
+            GaugeMetricFamily(
+                "pgvigil_oldest_prepared_transaction_age_seconds",
+                "Age of the oldest prepared (two-phase) transaction (0 when none).",
+                value=float(row.oldest_prepared),
+            ),
+            GaugeMetricFamily(
+                "pgvigil_locks_waiting",
+                "Lock requests not yet granted (pg_locks).",
+                value=float(row.locks_waiting),
+            ),
+            GaugeMetricFamily(
+                "pgvigil_oldest_lock_wait_seconds",
+                "How long the longest waiting lock request has waited (0 when none).",
+                value=float(row.oldest_lock_wait),
+            ),
+        ]

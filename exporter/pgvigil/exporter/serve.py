@@ -1,0 +1,141 @@
+"""`pgvigil serve`: the exporter."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+# The classic text format: what every Prometheus since 2.0 (Debian ships 2.42) reads.
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from pgvigil import config as config_module
+from pgvigil import db as db_module
+from pgvigil.config import Config
+from pgvigil.exporter import targets as multitarget
+from pgvigil.exporter.collectors import NAMES as COLLECTOR_NAMES
+from pgvigil.exporter.scrape import Scrape, make_registry, renderer
+from pgvigil.web import config as webconfig
+from pgvigil.web import server as web
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "The database comes from DATA_SOURCE_NAME (URL or key=value DSN), else from\n"
+        "connection.dsn in the config file; the password may come from DATA_SOURCE_PASS_FILE.\n"
+        "example:\n"
+        "  DATA_SOURCE_NAME='postgresql://pgvigil@127.0.0.1:5432/chat' pgvigil serve"
+    )
+    parser.add_argument("--config.file", dest="config_file", type=Path, help="YAML config file")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the config (and DSN) and exit"
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        help="HOST:PORT to listen on (default 127.0.0.1:9839; ':9839' for all interfaces)",
+    )
+    parser.add_argument(
+        "--web.telemetry-path", dest="telemetry_path", help="path of the metrics (default /metrics)"
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        help="TLS and basic auth settings (exporter-toolkit format)",
+    )
+    for name in COLLECTOR_NAMES:
+        parser.add_argument(
+            f"--collector.{name}",
+            dest=f"collector_{name}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"enable the {name} collector (default: on)",
+        )
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file merged with the command-line flags (flags win)."""
+    config = config_module.load(args.config_file, collectors=COLLECTOR_NAMES)
+    web_overrides: dict[str, Any] = {}
+    if args.listen_address:
+        web_overrides["listen_address"] = args.listen_address
+    if args.telemetry_path:
+        web_overrides["telemetry_path"] = args.telemetry_path
+    if args.web_config_file:
+        web_overrides["config_file"] = args.web_config_file
+    collectors = dict(config.collectors)
+    for name in COLLECTOR_NAMES:
+        flag = getattr(args, f"collector_{name}")
+        if flag is not None:
+            collectors[name] = flag
+    data = config.model_dump(by_alias=True)
+    data["web"].update(web_overrides)
+    data["collectors"] = collectors
+    return config_module.validate(data, source="command line", collectors=COLLECTOR_NAMES)
+
+
+def build_routes(
+    scrape: Scrape, telemetry_path: str, targets: multitarget.Targets | None = None
+) -> dict[str, web.Handler]:
+    render = renderer(make_registry(scrape))
+    links = {telemetry_path: "Metrics", "/healthz": "Health"}
+    if targets is not None:
+        links["/sd"] = "Targets for /probe?target=NAME (Prometheus HTTP SD)"
+    routes = {
+        "/": web.landing_page("pgvigil exporter", links),
+        telemetry_path: lambda _q: web.Response(200, CONTENT_TYPE_PLAIN_0_0_4, render()),
+        "/healthz": lambda _q: web.Response.text("ok\n"),
+    }
+    if targets is not None:
+        routes.update(multitarget.routes(targets))
+    return routes
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    params = db_module.resolve_conninfo(config.connection)
+    named = multitarget.resolve_named(config)
+    if args.check_config:
+        print(f"config OK; database: {db_module.describe(params)}")
+        for name, target in named.items():
+            print(f"target {name}: {db_module.describe(target)}")
+        if config.web.config_file is not None:
+            print(webconfig.check(config.web.config_file))
+        return 0
+    database = db_module.Database(params, db_module.Timeouts.from_config(config.connection))
+    scrape = multitarget.build_scrape(database, config)
+    targets = multitarget.Targets(config, database)
+    server = web.make_server(
+        config.web.listen_address,
+        build_routes(scrape, config.web.telemetry_path, targets),
+        config.web.config_file,
+    )
+    log.info(
+        "pgvigil exporter listening on %s%s for %s (collectors: %s)",
+        config.web.listen_address,
+        config.web.telemetry_path,
+        db_module.describe(params),
+        ", ".join(c.name for c in scrape.collectors),
+    )
+    serve_until_signal(server)
+    targets.close()
+    database.dispose()
+    return 0
+
+
+def serve_until_signal(server: web.Server) -> None:
+    """Serve until SIGTERM or Ctrl-C, then close the socket."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    web.serve_in_thread(server)
+    stop.wait()
+    log.info("shutting down")
+    server.shutdown()
+    server.server_close()

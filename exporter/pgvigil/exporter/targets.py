@@ -1,0 +1,173 @@
+"""Many databases from one exporter: `/probe?target=NAME` and `/sd` (Prometheus HTTP SD).
+
+`/metrics` always scrapes the main database (DATA_SOURCE_NAME). Other databases are scraped
+through `/probe?target=NAME`, the multi-target exporter pattern: NAME is either a target named
+under `targets.named` in the config (its DSN and password stay in the config) or a database of
+the main server found by `targets.discovery`. A URL carries only the name, so credentials never
+travel in one; an unknown name is a 404 that says which names exist, a missing one a 400.
+
+Each target gets its own connection pool, collectors (with their caches) and single-flight
+renderer, created on its first probe. A discovered database shares the main server, so its
+probe leaves out the server-wide collectors (`SERVER_WIDE`): those series already come from
+`/metrics`, and repeating them per database would only multiply series. Per-database series
+(tables, vacuum, indexes, application analytics, custom queries) keep their usual names and
+labels: Prometheus tells the databases apart by the target labels `/sd` hands it (`datname`,
+`target`), so the metric contract is the same for one database or fifty.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from sqlalchemy import text
+
+from pgvigil import db as db_module
+from pgvigil.config import Config, ConnectionConfig
+from pgvigil.exporter.collectors import ALL, Collector, LatencyCollector
+from pgvigil.exporter.collectors.base import TTLCache
+from pgvigil.exporter.collectors.custom import query_collectors
+from pgvigil.exporter.scrape import Scrape, make_registry, renderer
+from pgvigil.redact import scrub
+from pgvigil.web import server as web
+
+log = logging.getLogger(__name__)
+
+SERVER_WIDE = frozenset(
+    {"server", "size", "cache", "disk", "activity", "replication", "checkpoints"}
+)
+
+DATABASES_SQL = """
+SELECT datname FROM pg_database
+WHERE datallowconn AND NOT datistemplate AND has_database_privilege(oid, 'CONNECT')
+ORDER BY datname
+"""
+
+
+def build_scrape(
+    db: db_module.Database, config: Config, *, skip: frozenset[str] = frozenset()
+) -> Scrape:
+    """The scrape of one database: the enabled collectors plus one per custom query."""
+    collectors: list[Collector] = [
+        c(db, config) for c in ALL if config.collector_enabled(c.name) and c.name not in skip
+    ]
+    collectors += query_collectors(db, config)
+    return Scrape(db, collectors, LatencyCollector(db, config))
+
+
+def resolve_named(config: Config) -> dict[str, dict[str, Any]]:
+    """Connection parameters of each named target. Called at start (and by --check-config), so
+    a bad DSN or an unreadable password file stops the start, not the first probe."""
+    named = {}
+    for name, t in config.targets.named.items():
+        try:
+            named[name] = db_module.resolve_conninfo(
+                ConnectionConfig(dsn=t.dsn, password_file=t.password_file), environ={}
+            )
+        except db_module.DsnError as e:
+            raise db_module.DsnError(f"targets.named.{name}: {e}") from None
+    return named
+
+
+@dataclass
+class _Target:
+    db: db_module.Database
+    render: Callable[[], bytes]
+
+
+class Targets:
+    """The databases reachable through /probe, by name."""
+
+    def __init__(self, config: Config, main: db_module.Database):
+        self.config = config
+        self.main = main
+        self._lock = threading.Lock()
+        self._targets: dict[str, _Target] = {}
+        self._discovered = TTLCache[list[str]](config.targets.discovery.refresh_seconds)
+        self._timeouts = db_module.Timeouts.from_config(config.connection)
+        self._named_params = resolve_named(config)
+
+    def discovered(self) -> list[str]:
+        """Databases of the main server matching include/exclude (empty when discovery is off)."""
+        discovery = self.config.targets.discovery
+        if not discovery.enabled:
+            return []
+
+        def list_databases() -> list[str]:
+            with self.main.engine.connect() as conn:
+                names = [r.datname for r in conn.execute(text(DATABASES_SQL))]
+            return [n for n in names if discovery.wanted(n)]
+
+        return self._discovered.get(list_databases)
+
+    def names(self) -> list[str]:
+        return sorted({*self._named_params, *self.discovered()})
+
+    def render(self, name: str) -> bytes | None:
+        """The metrics page of one target, or None when no target has that name."""
+        if name in self._named_params:
+            params, skip = self._named_params[name], frozenset[str]()
+        elif name in self.discovered():
+            params, skip = {**self.main.params, "dbname": name}, SERVER_WIDE
+        else:
+            return None
+        with self._lock:
+            target = self._targets.get(name)
+            if target is None:
+                db = db_module.Database(params, self._timeouts)
+                scrape = build_scrape(db, self.config, skip=skip)
+                target = _Target(db, renderer(make_registry(scrape)))
+                self._targets[name] = target
+                log.info("first probe of target %s (%s)", name, db_module.describe(params))
+        return target.render()
+
+    def probe(self, query: Mapping[str, Sequence[str]]) -> web.Response:
+        wanted = query.get("target") or []
+        if len(wanted) != 1 or not wanted[0]:
+            return web.Response.text(
+                "give exactly one target: /probe?target=NAME (names from the config's "
+                "targets.named or discovered databases; see /sd)\n",
+                400,
+            )
+        try:
+            page = self.render(wanted[0])
+        except Exception as e:  # listing databases failed: the main database is down
+            log.warning("probe of %s failed: %s", wanted[0], scrub(str(e)))
+            return web.Response.text("cannot list the server's databases now, try again\n", 503)
+        if page is None:
+            known = ", ".join(self.names()) or "none configured"
+            return web.Response.text(f"unknown target {wanted[0]!r}; known: {known}\n", 404)
+        return web.Response(200, CONTENT_TYPE_PLAIN_0_0_4, page)
+
+    def service_discovery(self, _query: Mapping[str, Sequence[str]]) -> web.Response:
+        """Prometheus HTTP SD: one group per target, its name as the address to relabel."""
+        groups: list[dict[str, Any]] = [
+            {"targets": [name], "labels": {"target": name}} for name in sorted(self._named_params)
+        ]
+        try:
+            discovered = self.discovered()
+        except Exception as e:
+            log.warning("database discovery failed: %s", scrub(str(e)))
+            discovered = []
+        groups += [
+            {"targets": [name], "labels": {"target": name, "datname": name}}
+            for name in discovered
+            if name not in self._named_params
+        ]
+        body = json.dumps(groups, indent=1).encode()
+        return web.Response(200, "application/json", body)
+
+    def close(self) -> None:
+        with self._lock:
+            for target in self._targets.values():
+                target.db.dispose()
+            self._targets.clear()
+
+
+def routes(targets: Targets) -> dict[str, web.Handler]:
+    return {"/probe": targets.probe, "/sd": targets.service_discovery}

@@ -1,0 +1,64 @@
+"""What a job is given (JobContext) and what a job declares (Job): its name, its default
+schedule and the function that runs it. Each job module under `jobs/` declares its own."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from pgvigil.config import Config
+from pgvigil.config.sidecar import JobSchedule
+from pgvigil.config.thresholds import Thresholds, load_thresholds
+from pgvigil.db import Database
+from pgvigil.sidecar.metrics import SidecarState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobContext:
+    database: Database
+    config: Config
+    state: SidecarState
+    stop: threading.Event = field(default_factory=threading.Event)
+    dry_run: bool = False
+    # The alert thresholds (defaults, or the site's file): the size trigger, the report's advice.
+    thresholds: Thresholds = field(default_factory=load_thresholds)
+    # Where progress lines go: the log for the sidecar, stdout for `run-job`.
+    progress: Callable[[str], None] = log.info
+
+    @property
+    def size_warning_bytes(self) -> int:
+        return self.thresholds.database_size_bytes.warning
+
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+    def connect(
+        self, *, statement_timeout: float, lock_timeout: float, autocommit: bool = True
+    ) -> psycopg.Connection[Any]:
+        """A fresh connection for one job with its own timeouts (seconds)."""
+        conn = self.database.connect()
+        conn.autocommit = True
+        conn.execute(
+            "SELECT set_config('statement_timeout', %(st)s, false),"
+            " set_config('lock_timeout', %(lt)s, false)",
+            {"st": f"{int(statement_timeout * 1000)}ms", "lt": f"{int(lock_timeout * 1000)}ms"},
+        )
+        conn.autocommit = autocommit
+        return conn
+
+
+@dataclass(frozen=True)
+class Job:
+    """A maintenance job: `run(ctx)` does the work in short transactions, checks
+    `ctx.stopping()` between units of work, and returns a one-line summary."""
+
+    name: str
+    schedule: JobSchedule
+    run: Callable[[JobContext], str]
