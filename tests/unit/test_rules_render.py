@@ -246,7 +246,7 @@ def test_render_and_check_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     mine.write_text("database_size_bytes:\n  warning: 400MiB\n")
     assert main(["rules", "check", "--thresholds.file", str(mine), "--output.dir", str(out)]) == 1
     text = capsys.readouterr().out
-    assert f"drift: {out} differs from the thresholds" in text
+    assert f"drift: {out / 'recording.yml'} and {out / 'alerts.yml'} differ from the" in text
     assert "+        expr: pgvigil_database_size_bytes{} > 419430400" in text
 
 

@@ -315,26 +315,28 @@ def lint(rendered: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def _check(rendered: dict[str, str], out_dir: Path, tests_dir: Path) -> int:
     failed = False
+    names = " and ".join(str(out_dir / name) for name in rendered)
     if any((out_dir / name).exists() for name in rendered):
         diffs = drift(rendered, out_dir)
         failed = bool(diffs)
         if diffs:
-            print(f"drift: {out_dir} differs from the thresholds; run `pgvigil rules render`:")
+            print(f"drift: {names} differ from the thresholds; run `pgvigil rules render`:")
             for d in diffs:
                 print(d, end="" if d.endswith("\n") else "\n")
         else:
-            print(f"drift: none ({out_dir} matches the thresholds and templates)")
+            print(f"drift: none ({names} match the thresholds and templates)")
     else:
         print(f"drift: not checked (no rule files in {out_dir}; see --output.dir)")
+    has_tests = any(tests_dir.glob("*.yml"))
     try:
         checks = [("promtool check rules --lint-fatal", lint(rendered))]
-        if any(tests_dir.glob("*.yml")):
-            checks.append((f"promtool test rules {tests_dir}", test_rules(tests_dir)))
-        else:
-            print(f"promtool test rules: not run (no tests in {tests_dir}; see --tests.dir)")
+        if has_tests:
+            checks.append((f"promtool test rules {tests_dir}/*.yml", test_rules(tests_dir)))
     except FileNotFoundError:
         print("promtool: not found on PATH; skipped check and test (install prometheus)")
         return 1
+    if not has_tests:
+        print(f"promtool test rules: not run (no tests in {tests_dir}; see --tests.dir)")
     for label, result in checks:
         ok = result.returncode == 0
         failed |= not ok

@@ -12,8 +12,7 @@
         refresh_seconds: 60
 
 Credentials live here (or in password files), never in a URL: Prometheus only ever sends a
-target's name. The machinery is in `multitarget.py`; this module imports nothing of
-`pgvigil.config` (which imports it).
+target's name. The machinery is in `pgvigil/exporter/targets.py`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Routes map a path to a function returning (status, content type, body). Responses are
 gzipped when the client asks. TLS and basic auth from `--web.config.file` (the
-exporter-toolkit format) are applied by `webconfig.py` when it is given.
+exporter-toolkit format) are applied by `config.py` beside this module when it is given.
 """
 
 from __future__ import annotations

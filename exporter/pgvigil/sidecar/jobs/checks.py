@@ -2,7 +2,7 @@
 
 The quick check answers "is the database there and is it about to outgrow its budget?": it
 measures a round trip and compares the database size with the size warning threshold of
-`rules/thresholds.yml`; past it, archival is requested at once (at most once per cooldown).
+thresholds; past it, archival is requested at once (at most once per cooldown).
 The health check looks for what quietly degrades a database: long open transactions (they hold
 back VACUUM), invalid indexes, transaction ID age, tables never analyzed. It reports; it fixes
 nothing. Its findings are `pgvigil_sidecar_health_problems{check}` on /metrics.
