@@ -221,7 +221,7 @@ def test_every_metric_used_by_dashboards_and_rules_is_produced(observed: Observe
     used.update({f"rule {name}": metric_names(expr) for name, expr in rule_exprs()})
     assert sum(len(v) for v in used.values()) > 50
     sources = "".join(
-        p.read_text() for p in (ROOT / "exporter" / "pgvigil" / "collectors").glob("*.py")
+        p.read_text() for p in (ROOT / "exporter/pgvigil/exporter/collectors").glob("*.py")
     )
     for name in NOT_PRODUCED_HERE:
         assert f'"{name}"' in sources, f"{name} is no longer exported by any collector"

@@ -191,12 +191,8 @@ class BasicAuth:
         # Unknown users cost one bcrypt too, so timing does not tell which users exist.
         self._dummy = next(iter(self._users.values()), b"")
 
-    def __call__(self, header: str | None) -> Any:
-        from pgvigil.web.server import Response  # web imports this module lazily: no cycle
-
-        if self.allowed(header):
-            return None
-        return Response.text("unauthorized\n", 401)
+    def __call__(self, header: str | None) -> bool:
+        return self.allowed(header)
 
     def allowed(self, header: str | None) -> bool:
         credentials = _parse_basic(header)
@@ -248,7 +244,7 @@ def apply(server: Any, path: Path) -> None:
     server.tls_context = None
     if config.tls_server_config is not None:
         server.tls_context = tls_context(config.tls_server_config, str(path))
-    authorize: Callable[[str | None], Any] | None = None
+    authorize: Callable[[str | None], bool] | None = None
     if config.basic_auth_users:
         authorize = BasicAuth(config.basic_auth_users)
     server.authorize = authorize

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pgvigil.config.types import parse_listen_address
 from pgvigil.redact import scrub
+from pgvigil.web import config as webconfig
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ class Server(ThreadingHTTPServer):
     # a dashboard refresh) would overflow it and wait seconds for TCP retransmits.
     request_queue_size = 128
     routes: Mapping[str, Handler]
-    # Set by webconfig: returns None when authorised, else a 401 response.
-    authorize: Callable[[str | None], Response | None] | None = None
+    # Set by the web config: True when the Authorization header is good.
+    authorize: Callable[[str | None], bool] | None = None
     # Set by webconfig when TLS is on. The handshake happens in the request's own thread
     # (finish_request), so a client that connects and stays silent never blocks accept().
     tls_context: ssl.SSLContext | None = None
@@ -85,11 +86,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
-        if self.server.authorize is not None:
-            denied = self.server.authorize(self.headers.get("Authorization"))
-            if denied is not None:
-                self._send(denied, extra={"WWW-Authenticate": 'Basic realm="pgvigil"'})
-                return
+        authorize = self.server.authorize
+        if authorize is not None and not authorize(self.headers.get("Authorization")):
+            denied = Response.text("unauthorized\n", 401)
+            self._send(denied, extra={"WWW-Authenticate": 'Basic realm="pgvigil"'})
+            return
         handler = self.server.routes.get(url.path)
         if handler is None:
             self._send(Response.text("not found\n", 404))
@@ -127,8 +128,6 @@ def make_server(
     server = Server((host, port), _RequestHandler)
     server.routes = routes
     if web_config_file is not None:
-        from pgvigil import webconfig  # type: ignore[attr-defined,unused-ignore]
-
         webconfig.apply(server, web_config_file)
     return server
 
