@@ -21,12 +21,12 @@ from typing import Any
 
 import yaml
 
+from pgvigil import units
+
 DEFAULT_URL = "http://127.0.0.1:9093"
 URL_ENV = "PGVIGIL_ALERTMANAGER_URL"
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
-_DURATION_PART = re.compile(r"([0-9]+)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class AlertmanagerError(Exception):
@@ -80,11 +80,8 @@ def matcher_text(api_matcher: Mapping[str, Any]) -> str:
 
 
 def parse_duration(text: str) -> timedelta:
-    """4h, 30m, 1h30m, 2d, 1w -> timedelta (positive)."""
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise ValueError(f"{text!r} is not a duration such as 30m, 4h, 1h30m or 2d")
-    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    """4h, 30m, 1h30m, 2d, 1w -> timedelta (positive): how long a silence lasts."""
+    seconds = units.parse_duration(text)
     if seconds <= 0:
         raise ValueError(f"{text!r} must be longer than zero")
     return timedelta(seconds=seconds)

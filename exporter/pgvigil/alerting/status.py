@@ -31,6 +31,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from pgvigil.units import format_size
+
 DEFAULT_URL = "http://127.0.0.1:9090"
 STATUS_NAMES = {0: "healthy", 1: "warning", 2: "critical"}
 # A move of the health score smaller than this over an hour is noise, not a trend.
@@ -202,14 +204,6 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def render_text(s: Summary, url: str) -> str:
     nodata = "no data"
     score = nodata if s.score is None else f"{s.score:.0f}/100"
@@ -239,7 +233,7 @@ def render_text(s: Summary, url: str) -> str:
     latency = (
         "" if s.latency_seconds is None else f", responds in {s.latency_seconds * 1000:.1f} ms"
     )
-    size = nodata if s.database_bytes is None else f"{s.database} {_size(s.database_bytes)}"
+    size = nodata if s.database_bytes is None else f"{s.database} {format_size(s.database_bytes)}"
     lines.append(f"  database   {size}; {reach}{latency}")
     uptime = nodata if s.uptime_ratio is None else f"{s.uptime_ratio * 100:.2f} % of the last day"
     lines.append(f"  uptime     {uptime}")

@@ -26,6 +26,7 @@ from pgvigil.config.sidecar import JobSchedule, ReportSettings
 from pgvigil.config.thresholds import Thresholds
 from pgvigil.sidecar.context import Job, JobContext
 from pgvigil.sidecar.jobs.report_markdown import render_markdown
+from pgvigil.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,8 @@ def _recommend(
         add(
             "unused_index",
             f"Index {i['index']} on {i['schema']}.{i['table']} was never used since the "
-            f"statistics began and takes {_size(i['bytes'])}: drop it if no rare job needs it.",
+            f"statistics began and takes {format_size(i['bytes'])}: drop it if no rare job "
+            "needs it.",
             f"DROP INDEX CONCURRENTLY {q(i['schema'], i['index'])};",
         )
     for d in findings["duplicate_indexes"]:
@@ -393,7 +395,7 @@ def _recommend(
     if full is not None and full < 90:
         add(
             "disk",
-            f"At {_size(forecast['bytes_per_day'])}/day the data filesystem is full in "
+            f"At {format_size(forecast['bytes_per_day'])}/day the data filesystem is full in "
             f"{full:.0f} days: grow the volume, or shorten retention.",
             "SELECT pg_size_pretty(pg_database_size(current_database()));",
         )
@@ -407,14 +409,6 @@ def _recommend(
                 "WHERE relkind = 'r' ORDER BY pg_total_relation_size(oid) DESC LIMIT 10;",
             )
     return out
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} TB"
 
 
 def _jsonable(value: Any) -> Any:

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _size(n: float | None) -> str:
-    if n is None:
-        return "unknown"
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
+from pgvigil.units import format_size
 
 
 def _days(d: float | None) -> str:
@@ -50,7 +42,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     out += _table(
         ["index", "table", "size"],
         [
-            [i["index"], f"{i['schema']}.{i['table']}", _size(i["bytes"])]
+            [i["index"], f"{i['schema']}.{i['table']}", format_size(i["bytes"])]
             for i in f["unused_indexes"]
         ],
     )
@@ -63,7 +55,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     out += _table(
         ["index", "table", "size"],
         [
-            [i["index"], f"{i['schema']}.{i['table']}", _size(i["bytes"])]
+            [i["index"], f"{i['schema']}.{i['table']}", format_size(i["bytes"])]
             for i in f["invalid_indexes"]
         ],
     )
@@ -100,8 +92,8 @@ def render_markdown(data: dict[str, Any]) -> str:
             [
                 f"{g['schema']}.{g['table']}",
                 g["rows_per_day"],
-                _size(g["bytes_per_day"]),
-                _size(g["bytes"]),
+                format_size(g["bytes_per_day"]),
+                format_size(g["bytes"]),
                 f"{g['retention_days']} days" if g["retention_days"] else "none",
                 g["rows_past_retention"] if g["retention_days"] else "n/a",
             ]
@@ -121,15 +113,16 @@ def render_markdown(data: dict[str, Any]) -> str:
     out += [
         "## Forecast",
         "",
-        f"- Database size: {_size(data['database_bytes'])}; growth {_size(fc['bytes_per_day'])}"
-        f"/day (from {fc['basis']}).",
+        f"- Database size: {format_size(data['database_bytes'])}; "
+        f"growth {format_size(fc['bytes_per_day'])}/day (from {fc['basis']}).",
     ]
     for severity, days in fc["days_until_size_threshold"].items():
         out.append(f"- Size {severity} threshold reached in: {_days(days)}.")
     if fc["disk"]:
         out.append(
-            f"- Data filesystem {fc['disk']['path']}: {_size(fc['disk']['avail_bytes'])} free of "
-            f"{_size(fc['disk']['size_bytes'])}; full in {_days(fc['days_until_disk_full'])}."
+            f"- Data filesystem {fc['disk']['path']}: {format_size(fc['disk']['avail_bytes'])} "
+            f"free of {format_size(fc['disk']['size_bytes'])}; "
+            f"full in {_days(fc['days_until_disk_full'])}."
         )
     else:
         out.append("- Data filesystem not visible from the sidecar: no disk forecast.")
