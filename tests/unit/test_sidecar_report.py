@@ -83,7 +83,7 @@ def test_markdown_of_an_empty_report() -> None:
     assert text.startswith("# pgvigil weekly report: chat\n")
     assert "Statistics cover the time since 2026-11-01T00:00:00+00:00 (reset)." in text
     assert "## Recommendations\n\nNothing to do." in text
-    assert "| public.messages | 1000.0 | 400.0 kB | 1.0 GB | 30 days | 0 |" in text
+    assert "| public.messages | 1000.0 | 390.6 KiB | 953.7 MiB | 30 days | 0 |" in text
     assert "- Buffer cache hit ratio: 99.0%" in text
     assert "- Size warning threshold reached in: 400 days." in text
     assert "- Data filesystem not visible from the sidecar: no disk forecast." in text
