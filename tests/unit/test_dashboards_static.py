@@ -23,12 +23,16 @@ NAMES = ["overview.json", "storage.json", "maintenance.json"]
 
 
 def load_generator() -> ModuleType:
+    """grafana/generate.py as `python grafana/generate.py` runs it: its folder is the import
+    root of builder/ and boards/."""
+    if str(ROOT / "grafana") not in sys.path:
+        sys.path.insert(0, str(ROOT / "grafana"))
     spec = importlib.util.spec_from_file_location(
         "grafana_generate", ROOT / "grafana" / "generate.py"
     )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
