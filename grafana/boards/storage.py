@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from builder import EXPORTER, GREEN, INSTANCE, ORANGE, RED, Board, Panel, rising, textbox_variable
+from pgvigil.config.sidecar import ReportSettings
 from pgvigil.config.thresholds import Thresholds
 
-COST = textbox_variable("cost_per_gib_month", "Cost per GiB-month", "0.115")
+# One storage price and currency: the weekly report's defaults (a viewer may change the price
+# on the board).
+PRICE_PER_GIB_MONTH = ReportSettings.model_fields["price_per_gib_month"].default
+CURRENCY = ReportSettings.model_fields["currency"].default
+COST = textbox_variable("cost_per_gib_month", "Cost per GiB-month", f"{PRICE_PER_GIB_MONTH:g}")
 
 
 def panels(t: Thresholds) -> list[Panel]:
@@ -193,8 +198,9 @@ def panels(t: Thresholds) -> list[Panel]:
         Panel(
             "Storage cost projection",
             "Monthly storage cost now and in 30 days at the $cost_per_gib_month dashboard "
-            "variable (price per GiB-month), from the database sizes and their linear trend.",
-            "currencyUSD",
+            "variable (price per GiB-month; its default is the weekly report's "
+            "sidecar.report.price_per_gib_month), from the database sizes and their linear trend.",
+            f"currency{CURRENCY}",  # Grafana's currency units: currencyUSD, currencyEUR, ...
             [
                 (
                     f"sum(pgvigil_database_size_bytes{{{INSTANCE}}}) / 2^30 * $cost_per_gib_month",

@@ -41,7 +41,14 @@ def test_report_finds_unused_duplicate_invalid_indexes_and_seq_scans(
     directory = tmp_path / "reports"
     settings = {
         "application_tables": [{"name": "messages", "retention_days": 10}],
-        "sidecar": {"report": {"directory": str(directory), "keep": 1, "large_table_rows": 10000}},
+        "sidecar": {
+            "report": {
+                "directory": str(directory),
+                "keep": 1,
+                "large_table_rows": 10000,
+                "price_per_gib_month": 2.0,
+            }
+        },
     }
     with in_process(machine_db.params, settings) as sidecar:
         for _ in range(3):
@@ -81,10 +88,14 @@ def test_report_finds_unused_duplicate_invalid_indexes_and_seq_scans(
     assert headline["rows_past_retention"] == [
         {"schema": "public", "table": "messages", "rows": growth["rows_past_retention"]}
     ]
-    assert set(report["forecast"]["storage_cost_per_month"]) >= {"in_0_days", "in_365_days"}
+    cost = report["forecast"]["storage_cost_per_month"]
+    assert set(cost) >= {"in_0_days", "in_365_days"}
+    # The price is per GiB (2^30 bytes), as on the Storage dashboard.
+    assert cost["in_0_days"] == round(report["database_bytes"] / 2**30 * 2.0, 4)
 
     markdown = (directory / "latest.md").read_text()
     assert markdown.startswith(f"# pgvigil weekly report: {machine_db.name}")
     assert "| events_code_key | public.events |" in markdown
     assert re.search(r"\| public\.events \| 20000 \| \d+ \| 0 \| 100% \|", markdown)
     assert "REINDEX INDEX CONCURRENTLY" in markdown
+    assert f"Storage cost at 2.0 USD per GiB-month: {cost['in_0_days']} now" in markdown

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pgvigil.config.sidecar import ReportSettings
 from pgvigil.config.thresholds import load_thresholds, thresholds_from
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +161,13 @@ def test_dashboards_cover_what_issue_5_asks_for() -> None:
         "Rows archived",
         "Unused index space",
     } <= titles["maintenance.json"]
+
+
+def test_the_cost_variable_starts_at_the_reports_price() -> None:
+    """One storage price: the Storage board's cost per GiB-month is the weekly report's
+    `sidecar.report.price_per_gib_month` default, in the report's currency."""
+    variables = {v["name"]: v for v in boards()["storage.json"]["templating"]["list"]}
+    price = variables["cost_per_gib_month"]["current"]["value"]
+    assert float(price) == ReportSettings().price_per_gib_month
+    (panel,) = [p for p in boards()["storage.json"]["panels"] if "$cost_per_gib_month" in str(p)]
+    assert panel["fieldConfig"]["defaults"]["unit"] == f"currency{ReportSettings().currency}"

@@ -38,7 +38,7 @@ def _forecast(**overrides: Any) -> dict[str, Any]:
         "disk": None,
         "days_until_disk_full": None,
         "storage_cost_per_month": {
-            "price_per_gb_month": 0.1, "currency": "USD", "in_0_days": 0.1,
+            "price_per_gib_month": 0.1, "currency": "USD", "in_0_days": 0.1,
             "in_30_days": 0.1, "in_90_days": 0.1, "in_365_days": 0.12,
         },
     }  # fmt: skip

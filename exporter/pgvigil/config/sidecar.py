@@ -11,7 +11,7 @@
         weekly_report: {at: "03:00", day: sunday}
       analyze: {min_modifications: 1000, modified_fraction: 0.1}
       archive: {batch_size: 5000, pause_seconds: 0.2}
-      report: {directory: /var/lib/pgvigil/reports, keep: 4, price_per_gb_month: 0.10}
+      report: {directory: /var/lib/pgvigil/reports, keep: 4, price_per_gib_month: 0.10}
 
 Retention itself is set per table in `application_tables[].retention_days`. Each job's name
 and default schedule are declared by the job itself (`pgvigil/sidecar/jobs/`); `jobs:` here
@@ -139,7 +139,11 @@ class ReportSettings(Strict):
     keep: Annotated[int, Field(ge=0, le=1000)] = Field(
         4, description="Previous reports kept besides the latest."
     )
-    price_per_gb_month: Annotated[float, Field(ge=0)] = 0.10
+    price_per_gib_month: Annotated[float, Field(ge=0)] = Field(
+        0.10,
+        description="Storage price per GiB (2^30 bytes) and month, in `currency`: the report's "
+        "cost forecast, and the default of the Storage dashboard's cost variable.",
+    )
     currency: str = "USD"
     large_table_rows: Annotated[int, Field(ge=0)] = Field(
         10_000, description="Tables from this many rows count as large (sequential scans)."

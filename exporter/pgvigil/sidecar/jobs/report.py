@@ -109,7 +109,7 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE n.nspname = %(schema)s AND c.relname = %(table)s
 """
-GB = 1000**3
+GIB = 1024**3
 
 
 def run(ctx: JobContext) -> str:
@@ -255,10 +255,10 @@ def _forecast(
     if disk is not None and per_day > 0:
         full = round(disk["avail_bytes"] / per_day, 1)
     cost = {
-        "price_per_gb_month": s.price_per_gb_month,
+        "price_per_gib_month": s.price_per_gib_month,
         "currency": s.currency,
         **{
-            f"in_{d}_days": round((size + per_day * d) / GB * s.price_per_gb_month, 4)
+            f"in_{d}_days": round((size + per_day * d) / GIB * s.price_per_gib_month, 4)
             for d in (0, 30, 90, 365)
         },
     }

@@ -127,7 +127,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     else:
         out.append("- Data filesystem not visible from the sidecar: no disk forecast.")
     out.append(
-        f"- Storage cost at {cost['price_per_gb_month']} {cost['currency']} per GB-month: "
+        f"- Storage cost at {cost['price_per_gib_month']} {cost['currency']} per GiB-month: "
         f"{cost['in_0_days']} now, {cost['in_30_days']} in 30 days, {cost['in_90_days']} in "
         f"90 days, {cost['in_365_days']} in a year (per month)."
     )
