@@ -1,6 +1,7 @@
 """The Grafana dashboards, read as files: current with their generator, a unit and a
 description on every panel, the datasource and instance variables used everywhere, and
-threshold lines equal to rules/thresholds.yml. Queries are evaluated for real in
+threshold lines equal to the thresholds file (pgvigil/config/thresholds.yml), one storage price
+with the weekly report, and shipped in the package. Queries are evaluated for real in
 tests/e2e/test_dashboards.py."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import importlib.util
 import json
 import re
 import sys
+from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,7 +22,7 @@ from pgvigil.config.thresholds import load_thresholds, thresholds_from
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "grafana" / "dashboards"
-NAMES = ["overview.json", "storage.json", "maintenance.json"]
+NAMES = sorted(p.name for p in DASHBOARDS.glob("*.json"))
 
 
 def load_generator() -> ModuleType:
@@ -44,7 +46,9 @@ def boards() -> dict[str, dict[str, Any]]:
 
 def test_committed_dashboards_are_what_the_generator_writes() -> None:
     generate = load_generator()
-    for name, board in generate.build().items():
+    built = generate.build()
+    assert sorted(built) == NAMES, "a board without its file, or a file without its board"
+    for name, board in built.items():
         assert (DASHBOARDS / name).read_text() == generate.serialise(board), (
             f"{name} is stale: run .venv/bin/python grafana/generate.py"
         )
@@ -171,3 +175,13 @@ def test_the_cost_variable_starts_at_the_reports_price() -> None:
     assert float(price) == ReportSettings().price_per_gib_month
     (panel,) = [p for p in boards()["storage.json"]["panels"] if "$cost_per_gib_month" in str(p)]
     assert panel["fieldConfig"]["defaults"]["unit"] == f"currency{ReportSettings().currency}"
+
+
+def test_the_package_carries_every_dashboard() -> None:
+    """An install carries the dashboards: pgvigil/demo/dashboards/ holds one symlink per
+    grafana/dashboards/*.json (a wheel stores the files they point at), and nothing else."""
+    shipped = resources.files("pgvigil.demo") / "dashboards"
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(NAMES)
+    for name in NAMES:
+        link = Path(str(shipped / name))
+        assert link.is_symlink() and link.resolve() == (DASHBOARDS / name).resolve(), name
