@@ -6,6 +6,8 @@ FROM python:3.11.10-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
+# pgvigil/demo/dashboards/*.json link here; the wheel stores the files they point at.
+COPY grafana/dashboards ./grafana/dashboards
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && pip wheel --no-cache-dir --wheel-dir /wheels /wheels/pgvigil-*.whl
 
