@@ -31,7 +31,8 @@ def panels(t: Thresholds) -> list[Panel]:
         Panel(
             "Overdue",
             "Time since each job's last success as a share of its schedule's period "
-            "(pgvigil_sidecar_job_period_seconds): above 100% a run was missed or failed.",
+            "(pgvigil_sidecar_job_period_seconds): above 100% a run was missed or failed. "
+            "Colours: PgvigilSidecarJobOverdue thresholds.",
             "percentunit",
             [
                 (
@@ -41,7 +42,11 @@ def panels(t: Thresholds) -> list[Panel]:
                 )
             ],
             kind="bargauge",
-            steps=[(GREEN, None), (ORANGE, 1.0), (RED, 2.0)],
+            steps=[
+                (GREEN, None),
+                (ORANGE, float(t.sidecar.overdue_warning)),
+                (RED, float(t.sidecar.overdue_critical)),
+            ],
             instant=True,
         ),
         Panel(
@@ -100,7 +105,8 @@ def panels(t: Thresholds) -> list[Panel]:
                 ),
             ],
             kind="stat",
-            steps=[(GREEN, None), (ORANGE, 1.0), (RED, 3.0)],
+            # Red from PgvigilSidecarJobFailing's count of failures in a row.
+            steps=[(GREEN, None), (ORANGE, 1.0), (RED, float(t.sidecar.consecutive_failures))],
             decimals=0,
         ),
         Panel(

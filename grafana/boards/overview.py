@@ -195,12 +195,12 @@ def panels(t: Thresholds) -> list[Panel]:
         Panel(
             "Oldest transaction",
             "Age of the oldest open transaction (pgvigil_oldest_transaction_age_seconds): a "
-            "long one holds back vacuum and archival.",
+            "long one holds back vacuum and archival. Colours: PgvigilTransactionLong thresholds.",
             "s",
             [(f"pgvigil_oldest_transaction_age_seconds{{{INSTANCE}}}", "{{instance}}")],
             kind="stat",
             width=6,
-            steps=[(GREEN, None), (ORANGE, 3600.0)],
+            steps=rising(t.transaction_age),
         ),
         Panel(
             "Transaction ID age",

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from pgvigil.units import parse_duration
+
 DS = {"type": "prometheus", "uid": "${datasource}"}
 GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
 
@@ -35,22 +37,26 @@ class Panel:
 
 
 class Limits(Protocol):
-    """A warning and a critical value of the thresholds file."""
+    """A warning and a critical value of the thresholds file: numbers, or durations ("30m")."""
 
     @property
-    def warning(self) -> float: ...
+    def warning(self) -> float | str: ...
     @property
-    def critical(self) -> float: ...
+    def critical(self) -> float | str: ...
+
+
+def _number(value: float | str) -> float:
+    return float(parse_duration(value) if isinstance(value, str) else value)
 
 
 def rising(t: Limits) -> Steps:
     """Green below warning, orange from warning, red from critical."""
-    return [(GREEN, None), (ORANGE, float(t.warning)), (RED, float(t.critical))]
+    return [(GREEN, None), (ORANGE, _number(t.warning)), (RED, _number(t.critical))]
 
 
 def falling(t: Limits) -> Steps:
     """Red below critical, orange below warning (cache hit ratio: low is bad)."""
-    return [(RED, None), (ORANGE, float(t.critical)), (GREEN, float(t.warning))]
+    return [(RED, None), (ORANGE, _number(t.critical)), (GREEN, _number(t.warning))]
 
 
 def value_mapping(*texts: tuple[str, str]) -> list[dict[str, Any]]:

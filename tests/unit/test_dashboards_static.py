@@ -19,6 +19,7 @@ import pytest
 
 from pgvigil.config.sidecar import ReportSettings
 from pgvigil.config.thresholds import load_thresholds, thresholds_from
+from pgvigil.units import parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "grafana" / "dashboards"
@@ -126,11 +127,23 @@ def test_threshold_lines_equal_the_thresholds_file() -> None:
         t.cache_hit_ratio.critical,
         t.cache_hit_ratio.warning,
     ]
+    assert thresholds_of("Oldest transaction", overview) == [
+        None,
+        parse_duration(t.transaction_age.warning),
+        parse_duration(t.transaction_age.critical),
+    ]
     storage = boards()["storage.json"]
     assert thresholds_of("Rows per day by table", storage)[1:] == [
         t.growth_rows_per_day.warning,
         t.growth_rows_per_day.critical,
     ]
+    maintenance = boards()["maintenance.json"]
+    assert thresholds_of("Overdue", maintenance) == [
+        None,
+        t.sidecar.overdue_warning,
+        t.sidecar.overdue_critical,
+    ]
+    assert thresholds_of("Consecutive failures", maintenance)[-1] == t.sidecar.consecutive_failures
 
 
 def test_a_changed_threshold_moves_the_line() -> None:
