@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pgvigil.alerting.rules",
         "render and check the Prometheus rules",
     ),
+    "doctor": (
+        "pgvigil.doctor.command",
+        "check every collector and job against the database, with the fix for each problem",
+    ),
 }
 
 EPILOG = """\

@@ -15,6 +15,7 @@ from pgvigil.config import Config
 from pgvigil.config.sidecar import JobSchedule
 from pgvigil.config.thresholds import Thresholds, load_thresholds
 from pgvigil.db import Database
+from pgvigil.requirements import Requirement
 from pgvigil.sidecar.metrics import SidecarState
 
 log = logging.getLogger(__name__)
@@ -62,3 +63,5 @@ class Job:
     name: str
     schedule: JobSchedule
     run: Callable[[JobContext], str]
+    # What it needs beyond CONNECT; `pgvigil doctor` checks it and prints the fix.
+    requires: tuple[Requirement, ...] = ()

@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
+from pgvigil.requirements import Role
 
 # Always exported, so that a state with no connections reads 0 rather than vanishing.
 STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)")
@@ -68,6 +69,7 @@ SELECT current_setting('max_connections')::int AS max_connections,
 
 class ActivityCollector(Collector):
     name = "activity"
+    requires = (Role("pg_monitor"),)
 
     def collect(self) -> Iterable[Metric]:
         by_state = dict.fromkeys(STATES, 0.0)

@@ -62,6 +62,7 @@ from sqlalchemy.dialects import postgresql
 
 from pgvigil.config import ApplicationTable
 from pgvigil.exporter.collectors.base import Collector, TTLCache
+from pgvigil.requirements import ColumnsReadable
 
 log = logging.getLogger(__name__)
 _IDENTIFIERS = postgresql.dialect().identifier_preparer
@@ -172,6 +173,7 @@ class Insight:
 
 class AnalyticsCollector(Collector):
     name = "analytics"
+    requires = (ColumnsReadable(dimensions=True),)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from pgvigil.config import Config
 from pgvigil.db import Database
+from pgvigil.requirements import Requirement
 
 T = TypeVar("T")
 
@@ -21,6 +22,8 @@ class Collector:
     raise: the scrape wrapper turns an exception into `pgvigil_collector_success 0`."""
 
     name: ClassVar[str]
+    # What its figures need beyond CONNECT; `pgvigil doctor` checks it and prints the fix.
+    requires: ClassVar[tuple[Requirement, ...]] = ()
 
     def __init__(self, db: Database, config: Config):
         self.db = db

@@ -48,6 +48,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
+from pgvigil.requirements import Role
 
 CHECKPOINTS_BEFORE_17_SQL = """
 SELECT checkpoints_timed AS timed, checkpoints_req AS requested,
@@ -85,6 +86,7 @@ FROM pg_stat_wal w, pg_stat_archiver a
 
 class CheckpointsCollector(Collector):
     name = "checkpoints"
+    requires = (Role("pg_monitor"),)
 
     def collect(self) -> Iterable[Metric]:
         (wal,) = self.query(WAL_SQL)

@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
+from pgvigil.requirements import Role
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ DATA_DIRECTORY_SQL = "SELECT current_setting('data_directory', true) AS path"
 
 class DiskCollector(Collector):
     name = "disk"
+    requires = (Role("pg_monitor"),)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

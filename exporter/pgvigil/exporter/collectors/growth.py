@@ -39,6 +39,7 @@ from sqlalchemy import text
 from pgvigil.config import ApplicationTable
 from pgvigil.exporter.collectors import ranking
 from pgvigil.exporter.collectors.base import Collector, TTLCache
+from pgvigil.requirements import ColumnsReadable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ ROWS_LAST_24H_SQL = "SELECT count(*) FROM {table} WHERE {column} >= now() - inte
 
 class GrowthCollector(Collector):
     name = "growth"
+    requires = (ColumnsReadable(),)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
+from pgvigil.requirements import Role
 
 REPLICAS_SQL = """
 SELECT coalesce(application_name, '') AS application_name,
@@ -66,6 +67,7 @@ SELECT pg_is_in_recovery() AS in_recovery,
 
 class ReplicationCollector(Collector):
     name = "replication"
+    requires = (Role("pg_monitor"),)
 
     def collect(self) -> Iterable[Metric]:
         labels = ["application_name", "client_addr"]

@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector, TTLCache
+from pgvigil.requirements import Role
 
 # Databases the connected role may not CONNECT to would raise; pg_monitor may read them all.
 DATABASE_SIZES_SQL = """
@@ -31,6 +32,7 @@ ORDER BY datname
 
 class SizeCollector(Collector):
     name = "size"
+    requires = (Role("pg_monitor"),)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

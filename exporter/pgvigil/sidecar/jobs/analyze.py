@@ -19,6 +19,7 @@ import time
 from psycopg import errors, sql
 
 from pgvigil.config.sidecar import JobSchedule
+from pgvigil.requirements import Maintain
 from pgvigil.sidecar.context import Job, JobContext
 
 log = logging.getLogger(__name__)
@@ -93,4 +94,4 @@ def run(ctx: JobContext) -> str:
     return summary
 
 
-JOB = Job("analyze", JobSchedule(at="02:00"), run)
+JOB = Job("analyze", JobSchedule(at="02:00"), run, requires=(Maintain(),))

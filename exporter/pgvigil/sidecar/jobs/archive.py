@@ -24,6 +24,7 @@ from psycopg import errors, sql
 
 from pgvigil.config import ApplicationTable
 from pgvigil.config.sidecar import ArchiveSettings, JobSchedule
+from pgvigil.requirements import SchemaPrivilege, TablePrivilege
 from pgvigil.sidecar.context import Job, JobContext
 
 log = logging.getLogger(__name__)
@@ -368,4 +369,15 @@ def _one_batch(
     return int(moved), last_key
 
 
-JOB = Job("archive", JobSchedule(at="02:00"), run)
+JOB = Job(
+    "archive",
+    JobSchedule(at="02:00"),
+    run,
+    requires=(
+        TablePrivilege("SELECT", "retained"),
+        TablePrivilege("DELETE", "retained"),
+        TablePrivilege("UPDATE", "retained", key_columns=True),  # for FOR UPDATE SKIP LOCKED
+        SchemaPrivilege("USAGE", "retained"),
+        SchemaPrivilege("CREATE", "retained"),  # it creates and owns <table>_archive
+    ),
+)

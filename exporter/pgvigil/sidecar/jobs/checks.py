@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 
 from pgvigil.config.sidecar import JobSchedule
+from pgvigil.requirements import Role
 from pgvigil.sidecar.context import Job, JobContext
 from pgvigil.units import parse_duration
 
@@ -73,5 +74,8 @@ def health_check(ctx: JobContext) -> str:
     return message
 
 
-HEALTH_CHECK = Job("health_check", JobSchedule(every="1h"), health_check)
+# pg_monitor: other sessions' transactions are hidden from a role without it.
+HEALTH_CHECK = Job(
+    "health_check", JobSchedule(every="1h"), health_check, requires=(Role("pg_monitor"),)
+)
 QUICK_CHECK = Job("quick_check", JobSchedule(every="5m"), quick_check)

@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 
 from pgvigil.config.sidecar import JobSchedule, ReportSettings
 from pgvigil.config.thresholds import Thresholds
+from pgvigil.requirements import Role
 from pgvigil.sidecar.context import Job, JobContext
 from pgvigil.sidecar.jobs.report_markdown import render_markdown
 from pgvigil.units import format_size
@@ -458,4 +459,6 @@ def latest_headline(directory: Path) -> dict[str, Any]:
     return dict(data["headline"]) if data else {}
 
 
-JOB = Job("weekly_report", JobSchedule(at="03:00", day="sunday"), run)
+JOB = Job(
+    "weekly_report", JobSchedule(at="03:00", day="sunday"), run, requires=(Role("pg_monitor"),)
+)

@@ -1,0 +1,1 @@
+"""`pgvigil doctor`: above the exporter and the sidecar, whose declarations it reads."""
