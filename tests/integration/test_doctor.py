@@ -1,0 +1,159 @@
+"""`pgvigil doctor` as each kind of role a user connects with, on the real servers.
+
+The roles: a superuser, the least-privilege roles of sql/, and a role with nothing granted.
+The fixes doctor prints are run as the admin and doctor is run again: what it prints must be
+what fixes it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import psycopg
+import yaml
+from psycopg import sql
+
+from pgvigil.demo import data as demodata
+from tests.support.postgres import cluster
+from tests.support.processes import pgvigil_cmd
+from tests.support.roles import psql, temporary_roles, unique_role
+from tests.support.sidecar import env_for
+
+RETAINED = {"application_tables": [{"name": "messages", "retention_days": 30}]}
+
+
+def doctor(dsn: str, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    argv = ["doctor", *(["--config.file", str(config)] if config else []), *args]
+    result = subprocess.run(
+        pgvigil_cmd(*argv), env=env_for(dsn), capture_output=True, text=True, timeout=120
+    )
+    print(result.stdout, result.stderr)  # shown when a test fails
+    return result
+
+
+def write_config(tmp_path: Path, data: dict[str, object]) -> Path:
+    path = tmp_path / "pgvigil.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def as_role(db, role: str) -> str:  # type: ignore[no-untyped-def]
+    return psycopg.conninfo.make_conninfo(**{**db.params, "user": role})
+
+
+def owned_demo_data(db, owner: str) -> None:  # type: ignore[no-untyped-def]
+    """The chat schema owned by an ordinary role, as an application deploys it."""
+    with db.connect() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(owner)))
+        demodata.create_schema(conn)
+        demodata.insert_history(conn, days=2, rows=100, conversations=5)
+        for table in ("conversations", "messages"):
+            conn.execute(
+                sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                    sql.Identifier(table), sql.Identifier(owner)
+                )
+            )
+
+
+def printed_fixes(output: str) -> list[str]:
+    """The statements of the closing list, which the user would paste into psql."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "need a fix" in line or "needs a fix" in line)
+    return [line.strip() for line in lines[start + 1 :] if line.startswith("  GRANT")]
+
+
+def test_doctor_as_superuser_all_well(database) -> None:
+    with database.connect() as conn:
+        demodata.create_schema(conn)
+        demodata.insert_history(conn, days=2, rows=100)
+    result = doctor(database.dsn)
+    assert result.returncode == 0
+    assert "a superuser: far more than pgvigil needs" in result.stdout
+    assert "all well" in result.stdout
+    assert "FIX" not in result.stdout
+    assert result.stderr == ""  # the superuser warning is said once, in the report
+
+
+def test_doctor_as_role_with_nothing_granted(tmp_path: Path, database) -> None:
+    owner, role = unique_role("chat_owner"), unique_role("pgvigil_bare")
+    with temporary_roles(database.params, [database.name], [role, owner]):
+        owned_demo_data(database, owner)
+        database.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)).as_string())
+        config = write_config(tmp_path, RETAINED)
+        result = doctor(as_role(database, role), config=config)
+        assert result.returncode == 1
+        out = result.stdout
+        assert "not a member of pg_monitor" in out
+        assert "permission denied for function pg_ls_waldir" in out  # checkpoints, for real
+        assert f'GRANT "pg_monitor" TO "{role}";' in out
+        assert 'GRANT SELECT ("created_at", "message_type", "provider") ON "public"."messages"' in out
+        assert f'GRANT DELETE ON "public"."messages" TO "{role}";' in out
+        assert "may not ANALYZE public.messages" in out
+        assert "ok    quick_check" in out
+        assert "Traceback" not in result.stderr
+
+        # The statements it printed are what makes it well.
+        fixes = printed_fixes(out)
+        assert fixes
+        with database.connect() as conn:
+            for statement in fixes:
+                conn.execute(statement.split(";")[0])
+        again = doctor(as_role(database, role), config=config)
+        assert again.returncode == 0, again.stdout
+        assert "all well" in again.stdout
+
+
+def test_doctor_as_monitoring_role(tmp_path: Path, database) -> None:
+    with database.connect() as conn:
+        demodata.create_schema(conn)
+        demodata.insert_history(conn, days=2, rows=100)
+    role = unique_role("pgvigil_mon")
+    with temporary_roles(database.params, [database.name], [role]):
+        psql(database.params, "monitoring_role.sql", monitor_role=role)
+        dsn = as_role(database, role)
+        exporter = doctor(dsn, "--only", "exporter")
+        assert exporter.returncode == 0
+        assert "a member of pg_monitor" in exporter.stdout
+        assert "sidecar jobs" not in exporter.stdout
+        # The exporter's role is not meant for the sidecar: doctor says what it lacks.
+        config = write_config(tmp_path, RETAINED)
+        everything = doctor(dsn, config=config)
+        assert everything.returncode == 1
+        assert "exporter collectors" in everything.stdout
+        assert "FIX   archive" in everything.stdout
+        assert "ok    health_check" in everything.stdout
+
+
+def test_doctor_as_maintenance_role(tmp_path: Path, database) -> None:
+    owner, role = unique_role("chat_owner"), unique_role("pgvigil_maint")
+    with temporary_roles(database.params, [database.name], [role, owner]):
+        owned_demo_data(database, owner)
+        psql(database.params, "maintenance_role.sql", maintenance_role=role)
+        result = doctor(
+            as_role(database, role), "--only", "sidecar", config=write_config(tmp_path, RETAINED)
+        )
+        assert result.returncode == 0
+        for job in ("analyze", "archive", "health_check", "quick_check", "weekly_report"):
+            assert f"ok    {job}" in result.stdout
+
+
+def test_doctor_cannot_connect(machine_db) -> None:
+    missing = unique_role("pgvigil_nobody")
+    result = doctor(as_role(machine_db, missing))
+    assert result.returncode == 1
+    assert f'role "{missing}" does not exist' in result.stdout
+    assert "sql/monitoring_role.sql" in result.stdout
+
+
+def test_doctor_recognises_a_managed_service() -> None:
+    # Its own cluster: a role named like a provider's would mislead every other user of a
+    # shared server.
+    with cluster() as c:
+        with c.server.connect() as conn:
+            conn.execute("CREATE ROLE cloudsqlsuperuser NOLOGIN")
+        result = doctor(c.server.dsn("postgres"), "--only", "exporter")
+    assert "managed service: Google Cloud SQL for PostgreSQL" in result.stdout
+    assert "cannot give disk" in result.stdout
+    assert "pgvigil:filesystem_used:ratio" in result.stdout
+    assert "docs/managed-databases.md" in result.stdout
