@@ -7,6 +7,7 @@ Exit codes: 0 fine, 1 the work failed, 2 bad input (flags, config, DSN), 130 int
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import sys
@@ -52,6 +53,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         description="Keeps an application's PostgreSQL database healthy.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        # `--web.listen` must not silently mean `--web.listen-address`.
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"pgvigil {__version__}")
     _add_log_level(parser, default="info")
@@ -62,6 +65,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
             help=help_text,
             description=help_text[0].upper() + help_text[1:] + ".",
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
         )
         # accepted after the command too; SUPPRESS keeps the top-level value when absent
         _add_log_level(cmd, default=argparse.SUPPRESS)
@@ -76,6 +80,15 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
             continue
         module.configure(cmd)
         cmd.set_defaults(run=module.run)
+    return parser
+
+
+def _innermost(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of the deepest (sub)command named in argv: `alerts ack` for `alerts ack -x`."""
+    for word in argv:
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if subparsers and word in subparsers[0].choices:
+            parser = subparsers[0].choices[word]
     return parser
 
 
@@ -97,10 +110,36 @@ def _unavailable(name: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def command_problem(argv: Sequence[str]) -> str | None:
+    """What is wrong with the command word of argv, said the way a user can act on it (None
+    when there is no command word or it is a command)."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "--log.level" else 1
+    if i >= len(argv) or argv[i] in COMMANDS:
+        return None
+    word = argv[i]
+    later = next((a for a in argv[i + 1 :] if a in COMMANDS), None)
+    if later is not None:
+        at = argv.index(later)
+        moved = " ".join([later, *argv[:at], *argv[at + 1 :]])
+        return f"'{word}' is not a command: the options of {later} go after it: pgvigil {moved}"
+    close = difflib.get_close_matches(word, COMMANDS, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown command '{word}'{hint} (commands: {', '.join(COMMANDS)})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    problem = command_problem(argv)
+    if problem:
+        print(f"pgvigil: {problem}", file=sys.stderr)
+        return 2
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # Said by the command's own parser, so the usage shown is that command's.
+        _innermost(parser, argv).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -10,13 +10,14 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pgvigil.alerting.alertmanager import effective_config
 from pgvigil.alerting.alerts import DEFAULT_CONFIG
 from pgvigil.cli import main
 from tests.support.postgres import wait_until
 from tests.support.processes import pgvigil_cmd
-from tests.support.stack import Alertmanager, alertmanager, smtp_sink
+from tests.support.stack import Alertmanager, alertmanager, prometheus, smtp_sink
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +188,63 @@ def test_ha_cluster_urls_skip_a_dead_peer_and_silences_replicate(tmp_path: Path)
             f"pgvigil: cannot reach any Alertmanager ({dead}: [Errno 111] Connection refused; "
             f"{dead2}: [Errno 111] Connection refused)\n"
         )
+
+
+def test_ack_of_an_alert_no_rule_defines_exits_2(am: Alertmanager) -> None:
+    before = len(am.silences())
+    result = pgvigil(am.url, "ack", "PgvigilDiskUsageHig", "--comment", "typo")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "pgvigil: no rule defines an alert named 'PgvigilDiskUsageHig'; did you mean "
+        "PgvigilDiskUsageHigh? (nothing acknowledged)\n"
+    )
+    assert len(am.silences()) == before  # no useless silence was created
+
+
+def test_status_shows_who_acknowledged_a_firing_alert(tmp_path: Path, am: Alertmanager) -> None:
+    from tests.support.postgres import free_port
+
+    dead_url = f"http://127.0.0.1:{free_port()}"
+    rules = tmp_path / "firing.yml"
+    rule = {
+        "alert": "PgvigilDatabaseSizeHigh",
+        "expr": "vector(1)",
+        "labels": {"severity": "critical", "instance": "db7:9839"},
+    }
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "ack-test", "rules": [rule]}]}))
+    with prometheus(tmp_path, ["127.0.0.1:1"], [rules], alertmanagers=[am.url]) as prom:
+        prom.wait_for('ALERTS{alertname="PgvigilDatabaseSizeHigh", alertstate="firing"}')
+        acked = pgvigil(
+            am.url,
+            "ack",
+            "PgvigilDatabaseSizeHigh",
+            "instance=db7:9839",
+            "--comment",
+            "archiving tonight",
+            "--author",
+            "ann",
+        )
+        assert acked.returncode == 0, acked.stderr
+        result = subprocess.run(
+            pgvigil_cmd("status", "--prometheus.url", prom.url, "--alertmanager.url", am.url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        unreachable = subprocess.run(
+            pgvigil_cmd("status", "--prometheus.url", prom.url, "--alertmanager.url", dead_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "1 critical, 0 warning; 1 acknowledged" in result.stdout
+    at = next(i for i, line in enumerate(lines) if "PgvigilDatabaseSizeHigh" in line)
+    assert "instance=db7:9839" in lines[at]
+    assert lines[at + 1].strip().startswith("acked by ann until ")
+    assert lines[at + 1].endswith(": archiving tonight")
+    # Without Alertmanager the alerts are still shown, and the screen says what it lacks.
+    assert unreachable.returncode == 0, unreachable.stderr
+    assert "PgvigilDatabaseSizeHigh" in unreachable.stdout
+    assert f"acks       unknown: cannot reach Alertmanager at {dead_url}" in unreachable.stdout

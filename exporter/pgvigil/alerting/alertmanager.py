@@ -68,15 +68,36 @@ class Matcher:
         return f'{self.name}{op}"{self.value}"'
 
 
-def matcher_text(api_matcher: Mapping[str, Any]) -> str:
-    return str(
-        Matcher(
-            api_matcher["name"],
-            api_matcher["value"],
-            bool(api_matcher.get("isRegex")),
-            bool(api_matcher.get("isEqual", True)),
-        )
+def matcher_from_api(api_matcher: Mapping[str, Any]) -> Matcher:
+    return Matcher(
+        api_matcher["name"],
+        api_matcher["value"],
+        bool(api_matcher.get("isRegex")),
+        bool(api_matcher.get("isEqual", True)),
     )
+
+
+def matcher_text(api_matcher: Mapping[str, Any]) -> str:
+    return str(matcher_from_api(api_matcher))
+
+
+def matches(labels: Mapping[str, str], matchers: Sequence[Matcher]) -> bool:
+    """Whether alert labels match every matcher, as Alertmanager decides it (a missing label
+    reads as the empty string; regular expressions are anchored)."""
+    for m in matchers:
+        value = labels.get(m.name, "")
+        hit = re.fullmatch(m.value, value) is not None if m.is_regex else value == m.value
+        if hit != m.is_equal:
+            return False
+    return True
+
+
+def short_time(iso: str) -> str:
+    """An API timestamp as `2026-12-01 23:40 UTC` (the text itself when it is not one)."""
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return iso
 
 
 def parse_duration(text: str) -> timedelta:

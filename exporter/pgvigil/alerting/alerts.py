@@ -13,13 +13,13 @@ alerts until it expires or is unacknowledged; a resolved condition still resolve
 from __future__ import annotations
 
 import argparse
+import difflib
 import getpass
 import os
 import re
 import socket
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,12 @@ from pgvigil.alerting.alertmanager import (
     Matcher,
     effective_config,
     matcher_text,
+    matches,
     parse_duration,
+    short_time,
 )
+from pgvigil.alerting.rules import alert_names, render
+from pgvigil.config.thresholds import load_thresholds
 
 # The repository's alertmanager.yml, shipped with the package (a link to it in the checkout).
 DEFAULT_CONFIG = Path(__file__).with_name("alertmanager.yml")
@@ -45,9 +49,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = __doc__.split("\n\n")[1] if __doc__ else None
     _url_option(parser, default=None)
     sub = parser.add_subparsers(dest="alerts_action", metavar="ACTION")
-    lst = sub.add_parser("list", help="list alerts with their silence state (the default)")
+    lst = sub.add_parser(
+        "list", allow_abbrev=False, help="list alerts with their silence state (the default)"
+    )
     _url_option(lst)
-    ack = sub.add_parser("ack", help="acknowledge: silence matching alerts for a while")
+    ack = sub.add_parser(
+        "ack", allow_abbrev=False, help="acknowledge: silence matching alerts for a while"
+    )
     _url_option(ack)
     ack.add_argument(
         "matchers",
@@ -59,12 +67,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ack.add_argument("--for", dest="duration", default="4h", help="how long (default: 4h)")
     ack.add_argument("--comment", required=True, help="why (shown to everyone)")
     ack.add_argument("--author", default=None, help="who (default: USER@HOST)")
-    unack = sub.add_parser("unack", help="expire a silence (by id) or the silences of an alert")
+    unack = sub.add_parser(
+        "unack", allow_abbrev=False, help="expire a silence (by id) or the silences of an alert"
+    )
     _url_option(unack)
     unack.add_argument(
         "targets", nargs="+", metavar="SILENCE_ID|MATCHER", help="a silence id or matchers"
     )
-    cfg = sub.add_parser("config", help="print the effective Alertmanager config for this site")
+    cfg = sub.add_parser(
+        "config", allow_abbrev=False, help="print the effective Alertmanager config for this site"
+    )
     cfg.add_argument("--file", type=Path, default=DEFAULT_CONFIG, help="default: %(default)s")
     cfg.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
 
@@ -112,7 +124,7 @@ def _list(am: Alertmanager) -> int:
                 labels.get("severity", ""),
                 labels.get("instance", ""),
                 _state(alert, silences),
-                _short_time(alert.get("startsAt", "")),
+                short_time(alert.get("startsAt", "")),
                 " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in _SHOWN),
             )
         )
@@ -142,7 +154,7 @@ def _state(alert: dict[str, Any], silences: dict[str, dict[str, Any]]) -> str:
     status = alert.get("status", {})
     for silence_id in status.get("silencedBy") or []:
         s = silences.get(silence_id, {})
-        until = _short_time(s.get("endsAt", ""))
+        until = short_time(s.get("endsAt", ""))
         also = ", inhibited" if status.get("inhibitedBy") else ""
         return f"acked by {s.get('createdBy', '?')} until {until} ({silence_id[:8]}{also})"
     if status.get("inhibitedBy"):
@@ -150,40 +162,40 @@ def _state(alert: dict[str, Any], silences: dict[str, dict[str, Any]]) -> str:
     return "firing" if status.get("state") == "active" else str(status.get("state", "?"))
 
 
-def _short_time(iso: str) -> str:
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
-        return iso
-
-
-def _matches(labels: dict[str, str], matchers: Sequence[Matcher]) -> bool:
-    for m in matchers:
-        value = labels.get(m.name, "")
-        hit = re.fullmatch(m.value, value) is not None if m.is_regex else value == m.value
-        if hit != m.is_equal:
-            return False
-    return True
-
-
 def _ack(am: Alertmanager, args: argparse.Namespace) -> int:
     matchers = [Matcher.parse(t) for t in args.matchers]
     duration = parse_duration(args.duration)
     author = args.author or f"{getpass.getuser()}@{socket.gethostname()}"
+    alerts = am.alerts()
+    _check_alert_names(matchers, {str(a["labels"].get("alertname")) for a in alerts})
     active = [
         a
-        for a in am.alerts()
-        if a["labels"].get("alertname") != WATCHDOG and _matches(a["labels"], matchers)
+        for a in alerts
+        if a["labels"].get("alertname") != WATCHDOG and matches(a["labels"], matchers)
     ]
     silence_id = am.create_silence(matchers, duration, author, args.comment)
     silence = next((s for s in am.silences() if s["id"] == silence_id), {})
-    until = _short_time(silence.get("endsAt", ""))
+    until = short_time(silence.get("endsAt", ""))
     what = ", ".join(str(m) for m in matchers)
     print(f"acknowledged {len(active)} alert(s) matching {what} until {until} by {author}")
     print(f"silence {silence_id}; undo: pgvigil alerts unack {silence_id}")
     if not active:
         print("note: no alert matches right now; the silence still covers ones that start later")
     return 0
+
+
+def _check_alert_names(matchers: Sequence[Matcher], firing: set[str]) -> None:
+    """A silence for a misspelled alert name would silence nothing, forever unnoticed: an exact
+    name must be one the rules define (or one firing now, from a site's own rules). Regular
+    expressions stay free: a pre-emptive silence may match what does not exist yet."""
+    known = alert_names(render(load_thresholds())) | firing
+    for m in matchers:
+        if m.name == "alertname" and m.is_equal and not m.is_regex and m.value not in known:
+            close = difflib.get_close_matches(m.value, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(
+                f"no rule defines an alert named {m.value!r}{hint} (nothing acknowledged)"
+            )
 
 
 def _unack(am: Alertmanager, targets: Sequence[str]) -> int:

@@ -192,6 +192,17 @@ def group_names(rendered: dict[str, str]) -> dict[str, list[str]]:
     }
 
 
+def alert_names(rendered: dict[str, str]) -> set[str]:
+    """Every alert name the rendered rules define."""
+    return {
+        str(rule["alert"])
+        for text in rendered.values()
+        for group in yaml.safe_load(text)["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
 class _Dumper(yaml.SafeDumper):
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)  # indent list items under their key

@@ -3,7 +3,9 @@
     $ pgvigil status
     pgvigil status from http://127.0.0.1:9090
       health     97/100  healthy   trend +0.0 over 1h (stable)
-      alerts     0 critical, 0 warning
+      alerts     1 critical, 0 warning; 1 acknowledged
+                 critical PgvigilDatabaseSizeHigh  datname=chat instance=db1:9839
+                          acked by ann until 2026-12-02 02:00 UTC: archiving tonight
       database   chat 21.4 MiB; reachable, responds in 3.1 ms
       uptime     100.00 % of the last day
 
@@ -15,6 +17,8 @@
      "database_health": {"connection_time_ms": 3.1, "database_size_mb": 21.4,
                          "connection_healthy": true}}
 
+Acknowledgements are Alertmanager's silences (`--alertmanager.url`, as for `pgvigil alerts`);
+when it cannot be reached the alerts are still listed and the line says so.
 A figure Prometheus has no data for is null (text: "no data"), never a guess. An unreachable
 Prometheus is one line on stderr and exit 1.
 """
@@ -28,9 +32,10 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from pgvigil.alerting import alertmanager
 from pgvigil.units import format_size
 
 DEFAULT_URL = "http://127.0.0.1:9090"
@@ -58,6 +63,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database",
         help="the database whose size is shown (default: the largest one)",
+    )
+    parser.add_argument(
+        "--alertmanager.url",
+        dest="alertmanager_url",
+        default=os.environ.get(alertmanager.URL_ENV, alertmanager.DEFAULT_URL),
+        help="Alertmanager whose silences are the acknowledgements "
+        f"(env {alertmanager.URL_ENV}; default {alertmanager.DEFAULT_URL})",
     )
     parser.add_argument("--json", action="store_true", help="print JSON (the health endpoint's)")
     parser.add_argument(
@@ -109,6 +121,9 @@ class Summary:
     up: float | None
     database: str | None
     database_bytes: float | None
+    # Per alert (same order): who acknowledged it, until when, why; None when not acked.
+    acks: list[str | None] = field(default_factory=list)
+    acks_unknown: str | None = None  # why acknowledgements could not be read
 
     @property
     def trend(self) -> str:
@@ -200,6 +215,35 @@ def gather(prom: Prometheus, instance: str, database: str | None) -> Summary:
     )
 
 
+def acknowledge(summary: Summary, am: alertmanager.Alertmanager) -> None:
+    """Marks each firing alert with the active silence that covers it."""
+    if not summary.alerts:
+        return
+    try:
+        silences = [s for s in am.silences() if s.get("status", {}).get("state") == "active"]
+    except alertmanager.AlertmanagerError as e:
+        summary.acks_unknown = str(e)
+        return
+    summary.acks = []
+    for labels in summary.alerts:
+        silence = next(
+            (
+                s
+                for s in silences
+                if alertmanager.matches(
+                    labels, [alertmanager.matcher_from_api(m) for m in s["matchers"]]
+                )
+            ),
+            None,
+        )
+        summary.acks.append(
+            None
+            if silence is None
+            else f"acked by {silence.get('createdBy', '?')} until "
+            f"{alertmanager.short_time(silence.get('endsAt', ''))}: {silence.get('comment', '')}"
+        )
+
+
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -212,18 +256,30 @@ def render_text(s: Summary, url: str) -> str:
         if s.trend_points is None
         else f"trend {s.trend_points:+.1f} over 1h ({s.trend})"
     )
+    acked = sum(1 for a in s.acks if a)
     lines = [
         f"pgvigil status from {url}",
         f"  health     {score}  {s.status}   {trend}",
-        f"  alerts     {s.critical} critical, {s.warning} warning",
+        f"  alerts     {s.critical} critical, {s.warning} warning"
+        + (f"; {acked} acknowledged" if acked else ""),
     ]
-    for labels in sorted(s.alerts, key=lambda a: (a.get("severity") != "critical", a["alertname"])):
+    acks = s.acks or [None] * len(s.alerts)
+    order = sorted(
+        range(len(s.alerts)),
+        key=lambda i: (s.alerts[i].get("severity") != "critical", s.alerts[i]["alertname"]),
+    )
+    for i in order:
+        labels = s.alerts[i]
         where = " ".join(
             f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity")
         )
         lines.append(
             f"               {labels.get('severity', '?'):8} {labels['alertname']}  {where}"
         )
+        if acks[i]:
+            lines.append(f"                        {acks[i]}")
+    if s.acks_unknown:
+        lines.append(f"  acks       unknown: {s.acks_unknown}")
     if s.up is None:
         reach = "no data from the exporter"
     elif s.up == 1:
@@ -250,5 +306,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.as_health_endpoint(), indent=2))
     else:
+        acknowledge(summary, alertmanager.Alertmanager(args.alertmanager_url, args.timeout))
         print(render_text(summary, prom.url))
     return 0
