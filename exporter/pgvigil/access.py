@@ -56,6 +56,14 @@ def check(database: db_module.Database) -> Access:
         raise ConnectError(explain(e, database.params)) from None
 
 
+def connection_line(database: db_module.Database) -> tuple[bool, str]:
+    """What `--check-connection` prints, and whether it connected."""
+    try:
+        return True, f"connection OK: {check(database).describe()}"
+    except ConnectError as e:
+        return False, str(e)
+
+
 def read(conn: psycopg.Connection[Any]) -> Access:
     cur = conn.execute(PRIVILEGES_SQL)
     row = cur.fetchone()
@@ -66,13 +74,17 @@ def read(conn: psycopg.Connection[Any]) -> Access:
 def explain(e: psycopg.Error, params: Mapping[str, Any]) -> str:
     """The first line of libpq's reason, and what usually fixes it."""
     reason = scrub(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    # libpq's `connection to server at "h", port p failed: FATAL:  why`: the address is said
+    # once, in the hint; the server's own words are the reason.
     reason = reason.removeprefix("connection failed: ")
+    if "FATAL:" in reason:
+        reason = reason.split("FATAL:", 1)[1].strip()
     user = params.get("user") or "the role"
     dbname = params.get("dbname") or user
     if "role" in reason and "does not exist" in reason:
         hint = (
-            f"create it: psql -d {dbname} -v monitor_role={user} -f sql/monitoring_role.sql "
-            "(the sidecar's role: sql/maintenance_role.sql)"
+            f"create it: psql -d {dbname} -v monitor_role={user} -f sql/monitoring_role.sql; "
+            "for the sidecar's role sql/maintenance_role.sql"
         )
     elif "database" in reason and "does not exist" in reason:
         hint = "correct dbname in the DSN (DATA_SOURCE_NAME or connection.dsn)"

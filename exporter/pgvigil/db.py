@@ -69,8 +69,8 @@ def resolve_conninfo(
         ) from None
     redact.register_secret(params.get("password"))
     port = str(params.get("port", ""))
-    if port and not all(p.strip().isdigit() for p in port.split(",")):
-        raise DsnError(f"the DSN's port is not a number: {redact.scrub(port)!r}")
+    if port and not all(p.strip().isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
+        raise DsnError(f"the DSN's port is not a port number (1-65535): {redact.scrub(port)!r}")
 
     pass_file = environ.get("DATA_SOURCE_PASS_FILE") or config.password_file
     if pass_file:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 # The classic text format: what every Prometheus since 2.0 (Debian ships 2.42) reads.
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from pgvigil import access
 from pgvigil import config as config_module
 from pgvigil import db as db_module
 from pgvigil.config import Config
@@ -20,6 +22,7 @@ from pgvigil.exporter.collectors import NAMES as COLLECTOR_NAMES
 from pgvigil.exporter.scrape import Scrape, make_registry, renderer
 from pgvigil.web import config as webconfig
 from pgvigil.web import server as web
+from pgvigil.web.listen import bind_problem
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config.file", dest="config_file", type=Path, help="YAML config file")
     parser.add_argument(
         "--check-config", action="store_true", help="validate the config (and DSN) and exit"
+    )
+    parser.add_argument(
+        "--check-connection",
+        action="store_true",
+        help="validate the config, connect, say with which privileges, and exit",
     )
     parser.add_argument(
         "--web.listen-address",
@@ -101,21 +109,39 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     params = db_module.resolve_conninfo(config.connection)
     named = multitarget.resolve_named(config)
-    if args.check_config:
+    if args.check_config or args.check_connection:
         print(f"config OK; database: {db_module.describe(params)}")
         for name, target in named.items():
             print(f"target {name}: {db_module.describe(target)}")
         if config.web.config_file is not None:
             print(webconfig.check(config.web.config_file))
-        return 0
+        if not args.check_connection:
+            print("(not connected: --check-connection also connects)")
+            return 0
+        probe = db_module.Database(params, db_module.Timeouts.from_config(config.connection))
+        connected, line = access.connection_line(probe)
+        probe.dispose()
+        print(line)
+        return 0 if connected else 1
     database = db_module.Database(params, db_module.Timeouts.from_config(config.connection))
     scrape = multitarget.build_scrape(database, config)
     targets = multitarget.Targets(config, database)
-    server = web.make_server(
-        config.web.listen_address,
-        build_routes(scrape, config.web.telemetry_path, targets),
-        config.web.config_file,
-    )
+    try:
+        server = web.make_server(
+            config.web.listen_address,
+            build_routes(scrape, config.web.telemetry_path, targets),
+            config.web.config_file,
+        )
+    except OSError as e:
+        problem = bind_problem(
+            e, config.web.listen_address, "--web.listen-address HOST:PORT (or web.listen_address)"
+        )
+        if problem is None:
+            raise
+        print(f"pgvigil: {problem}", file=sys.stderr)
+        targets.close()
+        database.dispose()
+        return 1
     log.info(
         "pgvigil exporter listening on %s%s for %s (collectors: %s)",
         config.web.listen_address,

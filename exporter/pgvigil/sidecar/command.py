@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pgvigil import access
 from pgvigil import config as config_module
 from pgvigil import db as db_module
 from pgvigil.config import Config, ConfigError
@@ -32,6 +33,28 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check-config", action="store_true", help="validate the config (and DSN) and exit"
     )
+    parser.add_argument(
+        "--check-connection",
+        action="store_true",
+        help="validate the config, connect, say with which privileges, and exit",
+    )
+
+
+def check_and_exit(
+    args: argparse.Namespace, ctx: JobContext, params: dict[str, Any], *also: str
+) -> int:
+    """What --check-config and --check-connection print (`also`: more checks' lines); the
+    exit code."""
+    print(f"config OK; database: {db_module.describe(params)}")
+    for line in also:
+        print(line)
+    if not args.check_connection:
+        print("(not connected: --check-connection also connects)")
+        return 0
+    connected, line = access.connection_line(ctx.database)
+    ctx.database.dispose()
+    print(line)
+    return 0 if connected else 1
 
 
 def load_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Config:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from pgvigil.sidecar import http, scheduler
 from pgvigil.sidecar.command import (
     add_common_flags,
     build_context,
+    check_and_exit,
     load_config,
     stop_on_signals,
 )
@@ -20,6 +22,7 @@ from pgvigil.sidecar.jobs import report, schedules
 from pgvigil.sidecar.runner import run_job
 from pgvigil.web import config as webconfig
 from pgvigil.web import server as web
+from pgvigil.web.listen import bind_problem
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +58,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args, overrides)
     ctx, params = build_context(config)
     web_config = args.web_config_file or config.web.config_file
-    if args.check_config:
-        print(f"config OK; database: {db_module.describe(params)}")
-        if web_config is not None:
-            print(webconfig.check(web_config))
-        return 0
+    if args.check_config or args.check_connection:
+        also = [webconfig.check(web_config)] if web_config is not None else []
+        return check_and_exit(args, ctx, params, *also)
     sched, jobs = scheduler.build(config.sidecar, lambda name: run_job(name, ctx))
     ctx.state.set_report(report.latest_headline(config.sidecar.report.directory))
     routes = http.build_routes(
@@ -68,7 +69,16 @@ def run(args: argparse.Namespace) -> int:
         lambda: scheduler.info(config.sidecar, jobs),
         db_module.describe(params),
     )
-    server = web.make_server(config.sidecar.listen_address, routes, web_config)
+    try:
+        server = web.make_server(config.sidecar.listen_address, routes, web_config)
+    except OSError as e:
+        setting = "--web.listen-address HOST:PORT (or sidecar.listen_address)"
+        problem = bind_problem(e, config.sidecar.listen_address, setting)
+        if problem is None:
+            raise
+        print(f"pgvigil: {problem}", file=sys.stderr)
+        ctx.database.dispose()
+        return 1
     # Each job's outcome is logged with its summary; the step-by-step lines are for run-job.
     ctx.progress = log.debug
     stop_on_signals(ctx.stop)

@@ -9,8 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pgvigil import db as db_module
-from pgvigil.sidecar.command import add_common_flags, build_context, load_config, stop_on_signals
+from pgvigil.sidecar.command import (
+    add_common_flags,
+    build_context,
+    check_and_exit,
+    load_config,
+    stop_on_signals,
+)
 from pgvigil.sidecar.jobs import NAMES
 from pgvigil.sidecar.runner import run_job
 
@@ -32,9 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     ctx, params = build_context(config)
-    if args.check_config:
-        print(f"config OK; database: {db_module.describe(params)}")
-        return 0
+    if args.check_config or args.check_connection:
+        return check_and_exit(args, ctx, params)
     ctx.dry_run = args.dry_run
     ctx.progress = lambda line: print(line, flush=True)
     stop_on_signals(ctx.stop)
