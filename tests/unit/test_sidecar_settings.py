@@ -74,7 +74,10 @@ def test_sidecar_check_config_needs_a_database(
     assert "sidecar.listen_address: 'nowhere' is not HOST:PORT" in err
     assert cli.main(["sidecar", "--check-config"]) == 0
     out = capsys.readouterr().out
-    assert out == "config OK; database: host=db.example port=5432 dbname=chat user=maint\n"
+    assert out == (
+        "config OK; database: host=db.example port=5432 dbname=chat user=maint\n"
+        "(not connected: --check-connection also connects)\n"
+    )
 
 
 def test_a_section_naming_some_jobs_keeps_the_others() -> None:
