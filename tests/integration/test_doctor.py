@@ -20,7 +20,12 @@ from tests.support.processes import pgvigil_cmd
 from tests.support.roles import psql, temporary_roles, unique_role
 from tests.support.sidecar import env_for
 
-RETAINED = {"application_tables": [{"name": "messages", "retention_days": 30}]}
+# The default application table, with a retention so that archival has work to check.
+RETAINED = {
+    "application_tables": [
+        {"name": "messages", "dimensions": ["provider", "message_type"], "retention_days": 30}
+    ]
+}
 
 
 def doctor(dsn: str, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
