@@ -158,8 +158,14 @@ def test_doctor_recognises_a_managed_service() -> None:
     with cluster() as c:
         with c.server.connect() as conn:
             conn.execute("CREATE ROLE cloudsqlsuperuser NOLOGIN")
-        result = doctor(c.server.dsn("postgres"), "--only", "exporter")
+            conn.execute("CREATE ROLE pgvigil LOGIN")
+        dsn = psycopg.conninfo.make_conninfo(**{**c.server.conninfo("postgres"), "user": "pgvigil"})
+        result = doctor(dsn, "--only", "exporter")
+    assert result.returncode == 1
     assert "managed service: Google Cloud SQL for PostgreSQL" in result.stdout
+    # No real superuser there: the fixes are for the service's administrator role.
+    assert 'As cloudsqlsuperuser, in postgres:\n  GRANT "pg_monitor" TO "pgvigil";' in result.stdout
+    assert "database flags" in result.stdout
     assert "cannot give disk" in result.stdout
     assert "pgvigil:filesystem_used:ratio" in result.stdout
     assert "docs/managed-databases.md" in result.stdout

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print_section("exporter collectors (pgvigil serve)", collectors)
     if args.only != "exporter":
         print_section("sidecar jobs (pgvigil sidecar, run-job)", jobs)
-    return print_summary(collectors, jobs, me)
+    return print_summary(collectors, jobs, me, service)
 
 
 def collector_verdicts(
@@ -211,7 +211,12 @@ def print_section(title: str, verdicts: Sequence[Verdict]) -> None:
                 print("            (no declared need is missing: the message above is the lead)")
 
 
-def print_summary(collectors: Sequence[Verdict], jobs: Sequence[Verdict], me: access.Access) -> int:
+def print_summary(
+    collectors: Sequence[Verdict],
+    jobs: Sequence[Verdict],
+    me: access.Access,
+    service: managed.Service | None,
+) -> int:
     failing = [v for v in (*collectors, *jobs) if not v.ok]
     if not failing:
         print(f"all well: everything checked works as {me.role}")
@@ -221,12 +226,17 @@ def print_summary(collectors: Sequence[Verdict], jobs: Sequence[Verdict], me: ac
         n = sum(1 for v in verdicts if not v.ok)
         if n:
             counts.append(f"{n} {what}{'s' if n != 1 else ''}")
-    fixes = list(dict.fromkeys(p.fix for v in failing for p in v.problems))
-    print(f"{' and '.join(counts)} need{'s' if len(failing) == 1 else ''} a fix.", end="")
-    if fixes:
-        print(f" As a superuser (or the tables' owner) in {me.dbname}:")
-        for fix in fixes:
+    problems = [p for v in failing for p in v.problems]
+    statements = list(dict.fromkeys(p.fix for p in problems if p.statement))
+    changes = list(dict.fromkeys(p.fix for p in problems if not p.statement))
+    print(f"{' and '.join(counts)} need{'s' if len(failing) == 1 else ''} a fix.")
+    if statements:
+        admin = service.admin_role if service else "a superuser (or the tables' owner)"
+        print(f"As {admin}, in {me.dbname}:")
+        for fix in statements:
             print(f"  {fix}")
-    else:
-        print()
+    if changes:
+        print("And:")
+        for fix in changes:
+            print(f"  {fix}")
     return 1

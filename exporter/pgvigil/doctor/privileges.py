@@ -73,6 +73,7 @@ class Problem:
 
     missing: str
     fix: str
+    statement: bool = True  # SQL to run; else a change to postgresql.conf or the config
 
 
 def check(conn: psycopg.Connection[Any], config: Config, requirement: Requirement) -> list[Problem]:
@@ -146,6 +147,7 @@ def _extension(conn: psycopg.Connection[Any], name: str, preload: bool) -> list[
                     f"{name} is not in shared_preload_libraries",
                     f"shared_preload_libraries = '{libraries}'   # postgresql.conf (or the "
                     "managed service's parameter group / flags), then restart the server",
+                    statement=False,
                 )
             )
     if not _scalar(conn, EXTENSION_SQL, {"name": name}):
@@ -186,6 +188,7 @@ def _missing_table(table: ApplicationTable) -> Problem:
     return Problem(
         f"application table {table.qualified} does not exist (or the role may not see it)",
         "create it, or correct application_tables in the config",
+        statement=False,
     )
 
 
@@ -226,6 +229,7 @@ def _columns(
         Problem(
             f"application table {table.qualified} has no column {c}",
             "correct timestamp_column / dimensions of application_tables in the config",
+            statement=False,
         )
         for c in absent
     ]
@@ -249,7 +253,7 @@ def _schema_privilege(conn: psycopg.Connection[Any], schema: str, privilege: str
     assert row is not None
     present, granted = row
     if not present:
-        return [Problem(f"schema {schema} does not exist", "correct application_tables")]
+        return [Problem(f"schema {schema} does not exist", "correct application_tables", False)]
     if granted:
         return []
     fix = sql.SQL("GRANT {} ON SCHEMA {} TO {}").format(
