@@ -169,3 +169,26 @@ def test_doctor_recognises_a_managed_service() -> None:
     assert "cannot give disk" in result.stdout
     assert "pgvigil:filesystem_used:ratio" in result.stdout
     assert "docs/managed-databases.md" in result.stdout
+
+
+def test_extension_and_setting_requirements_word_their_fix(machine_db) -> None:
+    # No collector declares these yet (the diagnostics ones will): what doctor would print.
+    from pgvigil.config import Config
+    from pgvigil.doctor.privileges import check
+    from pgvigil.requirements import Extension, Setting
+
+    with machine_db.connect() as conn:
+        preload, io_timing = conn.execute(
+            "SELECT current_setting('shared_preload_libraries'), current_setting('track_io_timing')"
+        ).fetchone()
+        statements = check(conn, Config(), Extension("pg_stat_statements", preload=True))
+        timing = check(conn, Config(), Setting("track_io_timing", "on"))
+    fixes = [p.fix for p in statements]
+    if "pg_stat_statements" not in preload:
+        assert any(f.startswith("shared_preload_libraries = '") for f in fixes), fixes
+        assert "then restart the server" in " ".join(fixes)
+    assert any(f.startswith('CREATE EXTENSION IF NOT EXISTS "pg_stat_statements";') for f in fixes)
+    if io_timing != "on":
+        assert [p.fix for p in timing] == [
+            "ALTER SYSTEM SET \"track_io_timing\" = 'on'; SELECT pg_reload_conf();"
+        ]

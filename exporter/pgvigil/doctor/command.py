@@ -236,7 +236,7 @@ def print_summary(
         for fix in statements:
             print(f"  {fix}")
     if changes:
-        print("And:")
+        print("And:" if statements else "To do:")
         for fix in changes:
             print(f"  {fix}")
     return 1
