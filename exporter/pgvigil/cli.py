@@ -40,6 +40,7 @@ examples:
   pgvigil demo                                   everything on an embedded database
   DATA_SOURCE_NAME=postgresql://pgvigil@db:5432/chat pgvigil serve
   pgvigil serve --config.file pgvigil.yml --check-config
+  pgvigil doctor                                 does every collector and job work as this role?
   pgvigil <command> --help                       the options of one command
 """
 
