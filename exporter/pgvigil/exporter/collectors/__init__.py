@@ -15,6 +15,7 @@ from pgvigil.exporter.collectors.latency import LatencyCollector
 from pgvigil.exporter.collectors.replication import ReplicationCollector
 from pgvigil.exporter.collectors.server import ServerCollector
 from pgvigil.exporter.collectors.size import SizeCollector
+from pgvigil.exporter.collectors.statements import StatementsCollector
 from pgvigil.exporter.collectors.vacuum import VacuumCollector
 
 # The latency probe is not listed: it always runs first and decides pgvigil_up.
@@ -30,10 +31,11 @@ ALL: tuple[type[Collector], ...] = (
     ReplicationCollector,
     CheckpointsCollector,
     AnalyticsCollector,
+    StatementsCollector,
 )
 
 # What `collectors:` and `--collector.NAME` toggle: each collector by its name, and the custom
 # queries all at once.
 NAMES: tuple[str, ...] = (*(c.name for c in ALL), CUSTOM_QUERIES)
 
-__all__ = ["ALL", "NAMES", "Collector", "LatencyCollector"]
+__all__ = ["ALL", "NAMES", "Collector", "LatencyCollector", "StatementsCollector"]
