@@ -5,11 +5,13 @@ from __future__ import annotations
 from pgvigil.exporter.collectors.activity import ActivityCollector
 from pgvigil.exporter.collectors.analytics import AnalyticsCollector
 from pgvigil.exporter.collectors.base import Collector
+from pgvigil.exporter.collectors.blocking import BlockingCollector
 from pgvigil.exporter.collectors.cache import CacheCollector
 from pgvigil.exporter.collectors.checkpoints import CheckpointsCollector
 from pgvigil.exporter.collectors.custom import CUSTOM_QUERIES
 from pgvigil.exporter.collectors.disk import DiskCollector
 from pgvigil.exporter.collectors.growth import GrowthCollector
+from pgvigil.exporter.collectors.horizon import HorizonCollector
 from pgvigil.exporter.collectors.indexes import IndexesCollector
 from pgvigil.exporter.collectors.latency import LatencyCollector
 from pgvigil.exporter.collectors.replication import ReplicationCollector
@@ -17,6 +19,7 @@ from pgvigil.exporter.collectors.server import ServerCollector
 from pgvigil.exporter.collectors.size import SizeCollector
 from pgvigil.exporter.collectors.statements import StatementsCollector
 from pgvigil.exporter.collectors.vacuum import VacuumCollector
+from pgvigil.exporter.collectors.waits import WaitsCollector
 
 # The latency probe is not listed: it always runs first and decides pgvigil_up.
 ALL: tuple[type[Collector], ...] = (
@@ -26,6 +29,9 @@ ALL: tuple[type[Collector], ...] = (
     CacheCollector,
     DiskCollector,
     ActivityCollector,
+    WaitsCollector,
+    BlockingCollector,
+    HorizonCollector,
     VacuumCollector,
     IndexesCollector,
     ReplicationCollector,
