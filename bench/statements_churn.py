@@ -25,11 +25,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vigilbench.cluster import StatementsCluster
-
 from pgvigil import config as config_module
 from pgvigil.db import Database, Timeouts
 from pgvigil.exporter.collectors.statements import StatementsCollector
+from vigilbench.cluster import StatementsCluster
 
 WINDOW_SECONDS = 60.0
 

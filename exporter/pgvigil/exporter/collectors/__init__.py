@@ -15,9 +15,11 @@ from pgvigil.exporter.collectors.horizon import HorizonCollector
 from pgvigil.exporter.collectors.indexes import IndexesCollector
 from pgvigil.exporter.collectors.latency import LatencyCollector
 from pgvigil.exporter.collectors.replication import ReplicationCollector
+from pgvigil.exporter.collectors.sequences import SequencesCollector
 from pgvigil.exporter.collectors.server import ServerCollector
 from pgvigil.exporter.collectors.size import SizeCollector
 from pgvigil.exporter.collectors.statements import StatementsCollector
+from pgvigil.exporter.collectors.transactions import TransactionsCollector
 from pgvigil.exporter.collectors.vacuum import VacuumCollector
 from pgvigil.exporter.collectors.waits import WaitsCollector
 
@@ -27,12 +29,14 @@ ALL: tuple[type[Collector], ...] = (
     SizeCollector,
     GrowthCollector,
     CacheCollector,
+    TransactionsCollector,
     DiskCollector,
     ActivityCollector,
     WaitsCollector,
     BlockingCollector,
     HorizonCollector,
     VacuumCollector,
+    SequencesCollector,
     IndexesCollector,
     ReplicationCollector,
     CheckpointsCollector,
