@@ -28,6 +28,7 @@ class Scene:
     samples: Samples
     blocker_pid: int
     waiter_pids: list[int]
+    snapshot_pid: int
 
 
 def _waiter(params: dict[str, Any], pids: list[int], errors: list[BaseException]) -> None:
@@ -75,6 +76,12 @@ def scene() -> Iterator[Scene]:
         blocker.execute("UPDATE t SET v = v + 1 WHERE id = 1")  # holds the row, stays idle
         row = blocker.execute("SELECT pg_backend_pid()").fetchone()
         assert row is not None
+        # A snapshot taken while older transactions run: a victim of the horizon, not a culprit.
+        snapshot = psycopg.connect(**params)
+        snapshot.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        snapshot.execute("SELECT count(*) FROM t2")  # takes the snapshot, keeps it
+        snapshot_row = snapshot.execute("SELECT pg_backend_pid()").fetchone()
+        assert snapshot_row is not None
         pids: list[int] = []
         errors: list[BaseException] = []
         for _ in range(2):
@@ -96,7 +103,8 @@ def scene() -> Iterator[Scene]:
             samples = scrape_once(registry)
         finally:
             db.dispose()
-        yield Scene(samples, row[0], list(pids))
+        yield Scene(samples, row[0], list(pids), snapshot_row[0])
+        snapshot.close()
         blocker.rollback()
         blocker.close()
         for thread in threads:
@@ -135,7 +143,7 @@ def test_wait_events_show_the_lock_waits_and_the_idle_session(scene: Scene) -> N
     )
     assert lock_waits == 2
     idle = {"state": "idle in transaction", "wait_event_type": "Client", "wait_event": "ClientRead"}
-    assert value(s, "pgvigil_session_wait_events", **idle) == 1
+    assert value(s, "pgvigil_session_wait_events", **idle) == 2  # the blocker, the snapshot
     other = {"state": "__other__", "wait_event_type": "__other__", "wait_event": "__other__"}
     assert value(s, "pgvigil_session_wait_events", **other) == 0
 
@@ -151,6 +159,16 @@ def test_each_kind_of_horizon_holder_is_named(scene: Scene) -> None:
         "transaction",
         str(max(scene.waiter_pids)),
     ) in holders
+    assert not any(culprit == str(scene.snapshot_pid) for _, culprit in holders)
+    assert (
+        value(
+            s,
+            "pgvigil_xmin_horizon_age_xids",
+            kind="idle_in_transaction",
+            culprit=str(scene.blocker_pid),
+        )
+        is not None
+    )
     # The physical slot reserves WAL but holds no xmin (no hot_standby_feedback).
     assert not any(kind == "replication_slot_physical" for kind, _ in holders)
     # The logical slot predates the prepared transaction, which predates the blocker's update.

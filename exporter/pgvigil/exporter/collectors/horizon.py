@@ -20,7 +20,9 @@ by application_name). Only the oldest holder of each kind is exported (one serie
 most, none when nothing of that kind holds a snapshot). VACUUM cannot remove a row deleted
 after the oldest of these: the table bloats, and at worst the XID age heads for wraparound.
 Seconds are known for sessions and prepared transactions only. The exporter's own session is
-left out. Releasing each kind is in rules/RUNBOOK.md#pgvigilxminhorizonheld.
+left out, and so is a session whose snapshot is only as old as a transaction still running
+(every session that started while the culprit ran): the culprit is named, not its victims.
+Releasing each kind is in rules/RUNBOOK.md#pgvigilxminhorizonheld.
 """
 
 from __future__ import annotations
@@ -31,16 +33,30 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
 
+# A session's snapshot (backend_xmin) counts as its own only when it is older than every
+# running transaction: a snapshot taken while the culprit runs has the culprit's XID as its
+# xmin, and naming each of those sessions (every waiter behind a blocker, say) would hide it.
 HORIZON_SQL = """
+WITH running AS (
+    SELECT max(a) AS oldest FROM (
+        SELECT age(backend_xid) FROM pg_stat_activity WHERE backend_xid IS NOT NULL
+        UNION ALL
+        SELECT age(transaction) FROM pg_prepared_xacts
+    ) AS xids (a)
+), sessions AS (
+    SELECT CASE WHEN state LIKE 'idle in transaction%' THEN 'idle_in_transaction'
+                ELSE 'transaction' END AS kind,
+           pid::text AS culprit,
+           greatest(age(backend_xid),
+                    CASE WHEN age(backend_xmin) > coalesce(running.oldest, 0)
+                         THEN age(backend_xmin) END) AS xid_age,
+           extract(epoch FROM clock_timestamp() - xact_start) AS age_seconds
+    FROM pg_stat_activity, running
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+)
 SELECT DISTINCT ON (kind) kind, culprit, xid_age, age_seconds
 FROM (
-    SELECT CASE WHEN state LIKE 'idle in transaction%' THEN 'idle_in_transaction'
-                ELSE 'transaction' END,
-           pid::text, greatest(age(backend_xid), age(backend_xmin)),
-           extract(epoch FROM clock_timestamp() - xact_start)
-    FROM pg_stat_activity
-    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-      AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)
+    SELECT kind, culprit, xid_age, age_seconds FROM sessions WHERE xid_age IS NOT NULL
     UNION ALL
     SELECT 'prepared_transaction', gid, age(transaction),
            extract(epoch FROM clock_timestamp() - prepared)
