@@ -46,7 +46,8 @@ def _waiter(params: dict[str, Any], pids: list[int], errors: list[BaseException]
 def scene() -> Iterator[Scene]:
     c = Cluster()
     with open(c.data / "postgresql.conf", "a") as f:
-        f.write("wal_level = logical\nmax_prepared_transactions = 5\n")
+        # autovacuum off: a table due for it stays due while the test looks.
+        f.write("wal_level = logical\nmax_prepared_transactions = 5\nautovacuum = off\n")
     c.start()
     server = c.server
     params = server.conninfo("postgres")
@@ -62,6 +63,14 @@ def scene() -> Iterator[Scene]:
             admin.execute("CREATE TABLE b (id int)")
             admin.execute("CREATE SEQUENCE b_id_seq AS bigint OWNED BY b.id")
             admin.execute("SELECT setval('b_id_seq', 1800000000)")
+            # Due for autovacuum by its own (zero) thresholds; the same, but autovacuum off.
+            for name, options in (("due", ""), ("exempt", ", autovacuum_enabled = false")):
+                admin.execute(
+                    f"CREATE TABLE {name} (id int) WITH (autovacuum_vacuum_threshold = 0, "
+                    f"autovacuum_vacuum_scale_factor = 0{options})"
+                )
+                admin.execute(f"INSERT INTO {name} SELECT generate_series(1, 100)")
+                admin.execute(f"DELETE FROM {name} WHERE id <= 50")
             admin.execute("CREATE SEQUENCE c_seq MAXVALUE 10 CYCLE")
             admin.execute("SELECT setval('c_seq', 9)")
             # A logical slot waits for running transactions: create both slots first.
@@ -215,3 +224,14 @@ def test_database_counters(scene: Scene) -> None:
     assert value(s, "pgvigil_database_conflicts_total", datname="postgres") == 0
     # initdb without --data-checksums: no checksum failures can be counted, so no series.
     assert not series(s, "pgvigil_database_checksum_failures_total")
+
+
+def test_tables_due_for_autovacuum_by_their_own_thresholds(scene: Scene) -> None:
+    s = scene.samples
+    assert value(s, "pgvigil_collector_success", collector="autovacuum") == 1
+    assert value(s, "pgvigil_autovacuum_tables_due", reason="dead_rows") == 1
+    assert value(s, "pgvigil_autovacuum_tables_due", reason="inserts") == 0
+    assert value(s, "pgvigil_autovacuum_max_workers") == 3
+    running = series(s, "pgvigil_vacuums_running")
+    assert len(running) == 14  # 2 kinds x 7 phases, all present
+    assert sum(value(s, "pgvigil_vacuums_running", **r) for r in running) == 0

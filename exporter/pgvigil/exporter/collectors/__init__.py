@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pgvigil.exporter.collectors.activity import ActivityCollector
 from pgvigil.exporter.collectors.analytics import AnalyticsCollector
+from pgvigil.exporter.collectors.autovacuum import AutovacuumCollector
 from pgvigil.exporter.collectors.base import Collector
 from pgvigil.exporter.collectors.blocking import BlockingCollector
 from pgvigil.exporter.collectors.cache import CacheCollector
@@ -36,6 +37,7 @@ ALL: tuple[type[Collector], ...] = (
     BlockingCollector,
     HorizonCollector,
     VacuumCollector,
+    AutovacuumCollector,
     SequencesCollector,
     IndexesCollector,
     ReplicationCollector,
