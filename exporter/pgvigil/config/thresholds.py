@@ -113,6 +113,10 @@ class RisingBytes(_Rising):
     for_: Duration = Field(alias="for")
 
 
+class TableBloat(RisingBytes):
+    min_ratio: Ratio
+
+
 class SlotAtRisk(Strict):
     safe_wal_bytes: Bytes
     for_: Duration = Field(alias="for")
@@ -176,6 +180,7 @@ class Thresholds(Strict):
     replication_slot_at_risk: SlotAtRisk
     replication_slot_retained_bytes: RisingBytes
     sequence_used_ratio: RisingRatio
+    table_bloat_bytes: TableBloat
     runbook_base_url: str
 
 

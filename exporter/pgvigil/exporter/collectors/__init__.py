@@ -6,6 +6,7 @@ from pgvigil.exporter.collectors.activity import ActivityCollector
 from pgvigil.exporter.collectors.analytics import AnalyticsCollector
 from pgvigil.exporter.collectors.autovacuum import AutovacuumCollector
 from pgvigil.exporter.collectors.base import Collector
+from pgvigil.exporter.collectors.bloat import BloatCollector
 from pgvigil.exporter.collectors.blocking import BlockingCollector
 from pgvigil.exporter.collectors.cache import CacheCollector
 from pgvigil.exporter.collectors.checkpoints import CheckpointsCollector
@@ -38,6 +39,7 @@ ALL: tuple[type[Collector], ...] = (
     HorizonCollector,
     VacuumCollector,
     AutovacuumCollector,
+    BloatCollector,
     SequencesCollector,
     IndexesCollector,
     ReplicationCollector,
