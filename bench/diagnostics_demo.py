@@ -43,7 +43,8 @@ replication_slot_retained_bytes: {warning: 1MiB, critical: 10GiB, for: 10s}
 """
 FAMILIES = re.compile(
     r"^pgvigil_(session_wait_events|lock_|xmin_horizon_|replication_slot_|statement|"
-    r"sequence_|database_(commits|rollbacks|deadlocks|temp_|conflicts|checksum))"
+    r"sequence_|vacuums_running|autovacuum_|table_bloat_|"
+    r"database_(commits|rollbacks|deadlocks|temp_|conflicts|checksum))"
 )
 EXPECTED = {
     "PgvigilLockBlocking",
