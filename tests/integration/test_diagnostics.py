@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.conftest import Db
 from tests.support.inprocess import scraper
 from tests.support.postgres import Cluster, wait_until
 from tests.support.samples import Samples, scrape_once, series, value
@@ -258,3 +259,24 @@ def test_bloat_estimated_from_statistics(scene: Scene) -> None:
     # A rough estimate: the intact twin reads within 10 % (the wheel's PostgreSQL 16 packs
     # these rows into 382 pages where 15 needs 345, the estimate's figure).
     assert tight is not None and tight < 0.12
+
+
+def test_relation_io_by_backend_type_on_16(scene: Scene) -> None:
+    s = scene.samples
+    assert value(s, "pgvigil_collector_success", collector="io") == 1
+    backends = {x["backend_type"] for x in series(s, "pgvigil_io_hits_total")}
+    assert "client backend" in backends
+    assert value(s, "pgvigil_io_hits_total", backend_type="client backend") > 0
+    # The checkpointer never reads through shared buffers: no series rather than a zero.
+    assert value(s, "pgvigil_io_reads_total", backend_type="checkpointer") is None
+    assert value(s, "pgvigil_io_writes_total", backend_type="checkpointer") is not None
+
+
+def test_io_before_16_exports_nothing_and_succeeds(machine_db: Db) -> None:
+    registry, db = scraper(machine_db.params)
+    try:
+        samples = scrape_once(registry)
+    finally:
+        db.dispose()
+    assert value(samples, "pgvigil_collector_success", collector="io") == 1
+    assert not series(samples, "pgvigil_io_hits_total")

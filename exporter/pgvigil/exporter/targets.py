@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 SERVER_WIDE = frozenset(
     {
         *("server", "size", "cache", "disk", "activity", "replication", "checkpoints"),
-        *("statements", "waits", "blocking", "horizon", "transactions"),
+        *("statements", "waits", "blocking", "horizon", "transactions", "io"),
     }
 )
 

@@ -15,6 +15,7 @@ from pgvigil.exporter.collectors.disk import DiskCollector
 from pgvigil.exporter.collectors.growth import GrowthCollector
 from pgvigil.exporter.collectors.horizon import HorizonCollector
 from pgvigil.exporter.collectors.indexes import IndexesCollector
+from pgvigil.exporter.collectors.io import IoCollector
 from pgvigil.exporter.collectors.latency import LatencyCollector
 from pgvigil.exporter.collectors.replication import ReplicationCollector
 from pgvigil.exporter.collectors.sequences import SequencesCollector
@@ -44,6 +45,7 @@ ALL: tuple[type[Collector], ...] = (
     IndexesCollector,
     ReplicationCollector,
     CheckpointsCollector,
+    IoCollector,
     AnalyticsCollector,
     StatementsCollector,
 )
