@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
+from pgvigil.config.diagnostics import DiagnosticsConfig
 from pgvigil.config.files import ConfigError as ConfigError
 from pgvigil.config.files import read_yaml, validate_model
 from pgvigil.config.queries import CustomQuery, check_unique
@@ -101,6 +102,7 @@ class Config(Strict):
     tables: TablesConfig = Field(default_factory=TablesConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     # Sections read by other parts of pgvigil; validated by their own models when those load.
     sidecar: SidecarConfig = Field(default_factory=SidecarConfig)
     queries: list[CustomQuery] = Field(default_factory=list)

@@ -107,6 +107,21 @@ class RisingDuration(_Rising):
     for_: Duration = Field(alias="for")
 
 
+class RisingBytes(_Rising):
+    warning: Bytes
+    critical: Bytes
+    for_: Duration = Field(alias="for")
+
+
+class TableBloat(RisingBytes):
+    min_ratio: Ratio
+
+
+class SlotAtRisk(Strict):
+    safe_wal_bytes: Bytes
+    for_: Duration = Field(alias="for")
+
+
 class DiskUsed(RisingRatio):
     forecast_window: Duration
 
@@ -160,6 +175,12 @@ class Thresholds(Strict):
     retention_overdue: RisingDuration
     dead_rows_ratio: DeadRows
     sidecar: SidecarJobs
+    lock_blocking: RisingDuration
+    xmin_horizon_xids: RisingNumber
+    replication_slot_at_risk: SlotAtRisk
+    replication_slot_retained_bytes: RisingBytes
+    sequence_used_ratio: RisingRatio
+    table_bloat_bytes: TableBloat
     runbook_base_url: str
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -19,6 +20,7 @@ from pgvigil import db as db_module
 from pgvigil.config import Config
 from pgvigil.exporter import targets as multitarget
 from pgvigil.exporter.collectors import NAMES as COLLECTOR_NAMES
+from pgvigil.exporter.collectors import StatementsCollector
 from pgvigil.exporter.scrape import Scrape, make_registry, renderer
 from pgvigil.web import config as webconfig
 from pgvigil.web import server as web
@@ -95,14 +97,25 @@ def build_routes(
     links = {telemetry_path: "Metrics", "/healthz": "Health"}
     if targets is not None:
         links["/sd"] = "Targets for /probe?target=NAME (Prometheus HTTP SD)"
+    statements = next((c for c in scrape.collectors if isinstance(c, StatementsCollector)), None)
+    if statements is not None:
+        links["/queries"] = "Text of the queries with their own series (pg_stat_statements)"
     routes = {
         "/": web.landing_page("pgvigil exporter", links),
         telemetry_path: lambda _q: web.Response(200, CONTENT_TYPE_PLAIN_0_0_4, render()),
         "/healthz": lambda _q: web.Response.text("ok\n"),
     }
+    if statements is not None:
+        routes["/queries"] = lambda _q: _queries_json(statements)
     if targets is not None:
         routes.update(multitarget.routes(targets))
     return routes
+
+
+def _queries_json(statements: StatementsCollector) -> web.Response:
+    # Labels carry only the queryid: the text, which may be long or sensitive, is served here.
+    body = json.dumps({"queries": statements.queries()}, indent=1, ensure_ascii=False)
+    return web.Response(200, "application/json", body.encode())
 
 
 def run(args: argparse.Namespace) -> int:

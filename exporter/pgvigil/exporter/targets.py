@@ -39,7 +39,10 @@ from pgvigil.web import server as web
 log = logging.getLogger(__name__)
 
 SERVER_WIDE = frozenset(
-    {"server", "size", "cache", "disk", "activity", "replication", "checkpoints"}
+    {
+        *("server", "size", "cache", "disk", "activity", "replication", "checkpoints"),
+        *("statements", "waits", "blocking", "horizon", "transactions", "io"),
+    }
 )
 
 DATABASES_SQL = """

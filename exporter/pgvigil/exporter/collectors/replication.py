@@ -16,6 +16,19 @@ and the WAL each replication slot holds back.
     # HELP pgvigil_replication_slot_retained_wal_bytes WAL kept on disk for the slot ...
     # TYPE pgvigil_replication_slot_retained_wal_bytes gauge
     pgvigil_replication_slot_retained_wal_bytes{slot_name="replica1",slot_type="physical"} 16384.0
+    # HELP pgvigil_replication_slot_wal_status 1 for the slot's wal_status, 0 for the others.
+    # TYPE pgvigil_replication_slot_wal_status gauge
+    pgvigil_replication_slot_wal_status{slot_name="r1",slot_type="physical",
+        wal_status="reserved"} 1.0
+    pgvigil_replication_slot_wal_status{slot_name="r1",slot_type="physical",
+        wal_status="extended"} 0.0
+    pgvigil_replication_slot_wal_status{slot_name="r1",slot_type="physical",
+        wal_status="unreserved"} 0.0
+    pgvigil_replication_slot_wal_status{slot_name="r1",slot_type="physical",
+        wal_status="lost"} 0.0
+    # HELP pgvigil_replication_slot_safe_wal_size_bytes WAL that can still be written ...
+    # TYPE pgvigil_replication_slot_safe_wal_size_bytes gauge
+    pgvigil_replication_slot_safe_wal_size_bytes{slot_name="replica1",slot_type="physical"} 1.07e+09
     # HELP pgvigil_replica_replay_delay_seconds On a replica: how far replay is behind ...
     # TYPE pgvigil_replica_replay_delay_seconds gauge
     (only on a replica) pgvigil_replica_replay_delay_seconds 0.0
@@ -23,8 +36,12 @@ and the WAL each replication slot holds back.
 Without replicas only `pgvigil_replication_replicas 0` is exported. Replicas are told apart by
 `application_name` and `client_addr` (`local` for a Unix socket); two with the same pair are
 reported as the worse of them, so a series is never duplicated. `replay_lag` is NULL once a
-replica has caught up and stays idle, which reads 0. On a replica, the delay is 0 while it has
-replayed all it received: an idle primary must not look like a lagging replica.
+replica has caught up and stays idle, which reads 0. `wal_status` is a state set (all four
+values always exported, so a change of state creates no series): `reserved` and `extended`
+are safe, `unreserved` means the slot's WAL is past `max_wal_size` and will be removed at the
+next checkpoint, `lost` that it was. `safe_wal_size` exists only with `max_slot_wal_keep_size`
+set (otherwise a slot is never lost: it fills the disk instead). On a replica, the delay is 0
+while it has replayed all it received: an idle primary must not look like a lagging replica.
 """
 
 from __future__ import annotations
@@ -49,12 +66,14 @@ ORDER BY 1, 2
 """
 
 SLOTS_SQL = """
-SELECT slot_name, slot_type, active,
+SELECT slot_name, slot_type, active, wal_status, safe_wal_size,
        CASE WHEN pg_is_in_recovery() THEN NULL
             ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) END AS retained_bytes
 FROM pg_replication_slots
 ORDER BY slot_name
 """
+
+WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
 
 REPLICA_SQL = """
 SELECT pg_is_in_recovery() AS in_recovery,
@@ -100,11 +119,26 @@ class ReplicationCollector(Collector):
             "WAL kept on disk for the slot (current WAL position minus restart_lsn).",
             labels=slot_labels,
         )
+        wal_status = GaugeMetricFamily(
+            "pgvigil_replication_slot_wal_status",
+            "1 for the slot's wal_status (reserved, extended, unreserved, lost), 0 for the others.",
+            labels=[*slot_labels, "wal_status"],
+        )
+        safe = GaugeMetricFamily(
+            "pgvigil_replication_slot_safe_wal_size_bytes",
+            "WAL that can still be written before the slot is lost (safe_wal_size; absent "
+            "without max_slot_wal_keep_size).",
+            labels=slot_labels,
+        )
         for slot in self.query(SLOTS_SQL):
             key = [slot.slot_name, slot.slot_type]
             active.add_metric(key, 1.0 if slot.active else 0.0)
             if slot.retained_bytes is not None:
                 retained.add_metric(key, float(slot.retained_bytes))
+            for status in WAL_STATUSES:
+                wal_status.add_metric([*key, status], 1.0 if slot.wal_status == status else 0.0)
+            if slot.safe_wal_size is not None:
+                safe.add_metric(key, float(slot.safe_wal_size))
 
         families: list[Metric] = [
             GaugeMetricFamily(
@@ -116,6 +150,8 @@ class ReplicationCollector(Collector):
             lag_seconds,
             active,
             retained,
+            wal_status,
+            safe,
         ]
         (me,) = self.query(REPLICA_SQL)
         if me.in_recovery:
