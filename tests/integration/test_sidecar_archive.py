@@ -116,19 +116,29 @@ def test_archive_without_primary_key_is_refused(machine_db: Db) -> None:
     assert machine_db.execute("SELECT count(*) FROM messages")[0][0] == 200
 
 
-def test_a_key_already_archived_rolls_the_batch_back(machine_db: Db) -> None:
+def test_a_key_already_archived_is_held_back_and_the_rest_moves(machine_db: Db) -> None:
     _fill(machine_db, rows=200)
     machine_db.execute(
         "CREATE TABLE messages_archive (LIKE messages, PRIMARY KEY (id));"
         "INSERT INTO messages_archive SELECT * FROM messages ORDER BY created_at LIMIT 1"
     )
+    (held,) = machine_db.execute("SELECT id FROM messages_archive")[0]
     with in_process(machine_db.params, _settings()) as sidecar:
-        assert sidecar.run("archive") == "failure"
-        assert "1 of 134 rows have keys already in public.messages_archive" in sidecar.message(
+        assert sidecar.run("archive", dry_run=True) == "success"
+        assert "would move 133 rows" in sidecar.message("archive")
+        assert "1 of them have keys already in public.messages_archive" in sidecar.message(
             "archive"
         )
-    assert machine_db.execute("SELECT count(*) FROM messages")[0][0] == 200
-    assert machine_db.execute("SELECT count(*) FROM messages_archive")[0][0] == 1
+        assert sidecar.run("archive") == "success"
+        message = sidecar.message("archive")
+        assert "133 rows moved" in message
+        assert f"1 rows held back: (id)=({held}): duplicate key value" in message
+        stats = sidecar.ctx.state.snapshot()["tables"][("public", "messages")]
+        assert (stats.outcome, stats.held_back) == ("held_back", 1)
+    # The source keeps its copy of the held-back row; the archive keeps its own.
+    assert machine_db.execute("SELECT count(*) FROM messages WHERE id = %s", (held,))[0][0] == 1
+    assert machine_db.execute("SELECT count(*) FROM messages")[0][0] == 67
+    assert machine_db.execute("SELECT count(*) FROM messages_archive")[0][0] == 134
 
 
 def test_missing_table_is_a_clear_failure(machine_db: Db) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pgvigil.config.diagnostics import DiagnosticsConfig
 from pgvigil.config.files import ConfigError as ConfigError
@@ -121,6 +121,20 @@ class Config(Strict):
         if dupes:
             raise ValueError(f"listed twice: {', '.join(dupes)}")
         return v
+
+    @model_validator(mode="after")
+    def _archive_names(self) -> Config:
+        # PostgreSQL would silently truncate the name and archive into another table.
+        suffix = self.sidecar.archive.suffix
+        for t in self.application_tables:
+            archive = t.name + suffix
+            if t.retention_days and len(archive.encode()) > 63:
+                raise ValueError(
+                    f"application table {t.qualified}: its archive name {archive} is "
+                    f"{len(archive.encode())} bytes, over PostgreSQL's 63 "
+                    "(shorten sidecar.archive.suffix)"
+                )
+        return self
 
     def collector_enabled(self, name: str) -> bool:
         return self.collectors.get(name, True)

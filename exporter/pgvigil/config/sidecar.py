@@ -10,7 +10,7 @@
         quick_check:   {every: 5m}
         weekly_report: {at: "03:00", day: sunday}
       analyze: {min_modifications: 1000, modified_fraction: 0.1}
-      archive: {batch_size: 5000, pause_seconds: 0.2}
+      archive: {batch_size: 5000, pause_seconds: 0.2, max_replica_lag_seconds: 30}
       report: {directory: /var/lib/pgvigil/reports, keep: 4, price_per_gib_month: 0.10}
 
 Retention itself is set per table in `application_tables[].retention_days`. Each job's name
@@ -39,6 +39,14 @@ from pgvigil.units import parse_duration
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def check_timezone(v: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(v)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)") from None
+    return v
 
 
 class JobSchedule(Strict):
@@ -119,6 +127,51 @@ class ArchiveSettings(Strict):
         True, description="Run archival when the database passes its size warning threshold."
     )
     size_trigger_cooldown_seconds: Annotated[int, Field(ge=60)] = 3600
+    timestamp_zone: str = Field(
+        "UTC",
+        description="The time zone a `timestamp without time zone` (or `date`) timestamp "
+        "column is written in: its rows are compared with the cutoff as clock times there.",
+    )
+    allow_rejecting_constraints: bool = Field(
+        False,
+        description="Accept NO ACTION/RESTRICT foreign keys to the table and the archive's "
+        "CHECK constraints and foreign keys; the rows they reject are held back. Default: "
+        "such a table is refused.",
+    )
+    max_held_back_rows: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        100, description="Stop the table once this many rows were held back in one run."
+    )
+    max_batch_retries: Annotated[int, Field(ge=0, le=100)] = Field(
+        3,
+        description="Retries of a batch that met a concurrent change (a row moved to another "
+        "partition, a deadlock, fewer rows deleted than picked) before the table stops.",
+    )
+    max_replica_lag_seconds: Annotated[float, Field(gt=0)] | None = Field(
+        30.0, description="Pause while a replica lags more than this (null: no bound)."
+    )
+    max_active_sessions: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Pause while more other sessions run a statement (null: no bound)."
+    )
+    max_lock_waiters: Annotated[int, Field(ge=0)] | None = Field(
+        10, description="Pause while more sessions wait for a lock (null: no bound)."
+    )
+    autovacuum_behind_factor: Annotated[float, Field(gt=0)] | None = Field(
+        4.0,
+        description="Pause while the table has more dead rows than this many times what "
+        "starts an autovacuum on it (null: no bound).",
+    )
+    pause_check_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
+        5.0, description="While paused, look again this often."
+    )
+    max_pause_seconds: Seconds = Field(
+        600.0,
+        description="After pausing this long in one run the table waits for the next run.",
+    )
+
+    @field_validator("timestamp_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        return check_timezone(v)
 
     @model_validator(mode="after")
     def _sizes(self) -> ArchiveSettings:
@@ -175,13 +228,7 @@ class SidecarConfig(Strict):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, v: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)"
-            ) from None
-        return v
+        return check_timezone(v)
 
     @field_validator("listen_address")
     @classmethod

@@ -32,6 +32,8 @@ class JobContext:
     thresholds: Thresholds = field(default_factory=load_thresholds)
     # Where progress lines go: the log for the sidecar, stdout for `run-job`.
     progress: Callable[[str], None] = log.info
+    # On a terminal, `run-job` draws a bar: (what, done, total); None elsewhere.
+    progress_bar: Callable[[str, int, int], None] | None = None
 
     @property
     def size_warning_bytes(self) -> int:

@@ -9,6 +9,10 @@
     pgvigil_sidecar_job_period_seconds{task="archive"} 86400.0
     pgvigil_sidecar_job_next_run_timestamp_seconds{task="archive"} 1.7647e+09
     pgvigil_sidecar_archived_rows_total{schema="public",table="messages"} 250000.0
+    pgvigil_sidecar_archive_outcome{schema="public",table="messages",outcome="moved"} 1.0
+    pgvigil_sidecar_archive_held_back_rows{schema="public",table="messages"} 0.0
+    pgvigil_sidecar_archive_pauses_total{schema="public",table="messages",reason="replica_lag"} 2.0
+    pgvigil_sidecar_archive_rows_left{schema="public",table="messages"} 0.0
     pgvigil_report_unused_index_bytes 1.6e+07
     pgvigil_report_days_until_disk_full 412.0
 
@@ -31,6 +35,7 @@ from prometheus_client.registry import Collector as RegistryCollector
 from pgvigil import __version__
 
 SKIP_REASONS = ("locked", "replica")
+PAUSE_REASONS = ("replica_lag", "active_sessions", "lock_waiters", "autovacuum_behind")
 
 
 @dataclass
@@ -46,11 +51,22 @@ class JobStats:
     running: bool = False
 
 
+ARCHIVE_OUTCOMES = ("moved", "nothing", "held_back", "deferred", "stopped", "refused", "failed")
+
+
 @dataclass
 class TableStats:
     archived_rows: int = 0
     batches: int = 0
     timeouts: int = 0
+    # The last run's outcome of the table (one of ARCHIVE_OUTCOMES) and what it said.
+    outcome: str = ""
+    message: str = ""
+    held_back: int = 0
+    held_back_keys: list[str] = field(default_factory=list)
+    pauses: dict[str, int] = field(default_factory=dict)
+    pause_seconds: float = 0.0
+    rows_left: float | None = None
 
 
 class SidecarState:
@@ -102,6 +118,25 @@ class SidecarState:
         with self._lock:
             self.tables.setdefault((schema, table), TableStats()).timeouts += 1
 
+    def archive_paused(self, schema: str, table: str, reason: str, seconds: float) -> None:
+        with self._lock:
+            t = self.tables.setdefault((schema, table), TableStats())
+            if seconds == 0:  # a new pause begins
+                t.pauses[reason] = t.pauses.get(reason, 0) + 1
+            t.pause_seconds += seconds
+
+    def archive_rows_left(self, schema: str, table: str, rows: float) -> None:
+        with self._lock:
+            self.tables.setdefault((schema, table), TableStats()).rows_left = max(rows, 0.0)
+
+    def archive_outcome(
+        self, schema: str, table: str, outcome: str, message: str, held_back: list[str]
+    ) -> None:
+        with self._lock:
+            t = self.tables.setdefault((schema, table), TableStats())
+            t.outcome, t.message = outcome, message
+            t.held_back, t.held_back_keys = len(held_back), list(held_back)
+
     def analyzed(self, count: int = 1) -> None:
         with self._lock:
             self.analyzed_tables += count
@@ -136,7 +171,16 @@ class SidecarState:
                 "jobs": {
                     n: JobStats(**{**vars(s), "skips": dict(s.skips)}) for n, s in self.jobs.items()
                 },
-                "tables": {k: TableStats(**vars(v)) for k, v in self.tables.items()},
+                "tables": {
+                    k: TableStats(
+                        **{
+                            **vars(v),
+                            "pauses": dict(v.pauses),
+                            "held_back_keys": list(v.held_back_keys),
+                        }
+                    )
+                    for k, v in self.tables.items()
+                },
                 "analyzed_tables": self.analyzed_tables,
                 "report": dict(self.report),
                 "health": dict(self.health),
@@ -243,11 +287,48 @@ def _table_families(tables: Mapping[tuple[str, str], TableStats]) -> Iterable[Me
         "Archival batches that hit a timeout (the batch size then halves).",
         labels=labels,
     )
+    outcome = GaugeMetricFamily(
+        "pgvigil_sidecar_archive_outcome",
+        "1 for the outcome of the table's last archival run: moved, nothing (to move), "
+        "held_back (rows the archive refused stayed), deferred (paused too long), stopped, "
+        "refused (inspection found a shape it cannot archive faithfully), failed.",
+        labels=[*labels, "outcome"],
+    )
+    held_back = GaugeMetricFamily(
+        "pgvigil_sidecar_archive_held_back_rows",
+        "Rows past retention the last run held back (the archive or a reference refused "
+        "them); the next run tries them again.",
+        labels=labels,
+    )
+    pauses = CounterMetricFamily(
+        "pgvigil_sidecar_archive_pauses",
+        "Pauses between batches: reason=replica_lag, active_sessions, lock_waiters, "
+        "autovacuum_behind.",
+        labels=[*labels, "reason"],
+    )
+    paused = CounterMetricFamily(
+        "pgvigil_sidecar_archive_paused_seconds", "Time archival spent paused.", labels=labels
+    )
+    rows_left = GaugeMetricFamily(
+        "pgvigil_sidecar_archive_rows_left",
+        "Rows past retention still to move (the planner's estimate at the start of the run, "
+        "minus the rows moved since).",
+        labels=labels,
+    )
     for (schema, table), t in sorted(tables.items()):
         rows.add_metric([schema, table], float(t.archived_rows))
         batches.add_metric([schema, table], float(t.batches))
         timeouts.add_metric([schema, table], float(t.timeouts))
-    return [rows, batches, timeouts]
+        if t.outcome:
+            for name in ARCHIVE_OUTCOMES:
+                outcome.add_metric([schema, table, name], 1.0 if name == t.outcome else 0.0)
+            held_back.add_metric([schema, table], float(t.held_back))
+        for reason in PAUSE_REASONS:
+            pauses.add_metric([schema, table, reason], float(t.pauses.get(reason, 0)))
+        paused.add_metric([schema, table], t.pause_seconds)
+        if t.rows_left is not None:
+            rows_left.add_metric([schema, table], t.rows_left)
+    return [rows, batches, timeouts, outcome, held_back, pauses, paused, rows_left]
 
 
 REPORT_GAUGES = {

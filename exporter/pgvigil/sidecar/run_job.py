@@ -17,6 +17,7 @@ from pgvigil.sidecar.command import (
     stop_on_signals,
 )
 from pgvigil.sidecar.jobs import NAMES
+from pgvigil.sidecar.progress import TerminalProgress
 from pgvigil.sidecar.runner import run_job
 
 
@@ -40,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     if args.check_config or args.check_connection:
         return check_and_exit(args, ctx, params)
     ctx.dry_run = args.dry_run
-    ctx.progress = lambda line: print(line, flush=True)
+    if sys.stdout.isatty():
+        terminal = TerminalProgress(sys.stdout)
+        ctx.progress, ctx.progress_bar = terminal.line, terminal.bar
+    else:
+        ctx.progress = lambda line: print(line, flush=True)
     stop_on_signals(ctx.stop)
     try:
         outcome = run_job(args.job, ctx)

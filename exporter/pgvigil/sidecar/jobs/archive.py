@@ -1,13 +1,17 @@
 """Archival: rows past an application table's retention move to `<table>_archive`.
 
-Each batch is ONE transaction and ONE statement: it locks the oldest keys (skipping rows an
-application session holds), deletes them and inserts what the DELETE returned into the archive.
-A crash at any instant, even SIGKILL, leaves either the whole batch moved or none of it: no row
-is lost and none duplicated. A re-run continues where the last one stopped. Batches are ordered
-by primary key, bounded in size and time; a batch that times out is retried at half the size.
+Each application table is archived on its own: it is inspected first (archive_inspect: a
+shape that cannot be archived faithfully is refused, nothing touched), then moved in batches
+(archive_batch: one verified statement per transaction, so a crash, even SIGKILL, leaves whole
+batches only). A refused or failing table is reported and the next table still runs; the job
+fails at the end when any table did. Batches are ordered by primary key, bounded in size and
+time; a batch that times out is retried at half the size. A batch the archive rejects (a check
+constraint, a key already archived, a reference) narrows down to the offending rows, which are
+held back and reported; the rest move and the next run tries them again. Between batches the
+job pauses while the database is under strain (archive_pressure).
 
     $ pgvigil run-job archive
-    public.messages: moving rows older than 2026-10-31 15:40 UTC (retention 30 days)
+    public.messages: moving rows older than 2026-10-31 15:40 UTC (retention 30 days) ...
     public.messages: 120000 rows moved in 24 batches, 31416 rows/s, longest batch 0.41s
 """
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,35 +30,32 @@ from pgvigil.config import ApplicationTable
 from pgvigil.config.sidecar import ArchiveSettings, JobSchedule
 from pgvigil.requirements import SchemaPrivilege, TablePrivilege
 from pgvigil.sidecar.context import Job, JobContext
+from pgvigil.sidecar.jobs.archive_batch import (
+    BatchMismatch,
+    Statements,
+    estimate_rows,
+    first_key,
+    move_batch,
+    statements,
+)
+from pgvigil.sidecar.jobs.archive_inspect import (
+    ArchiveError,
+    Refused,
+    Source,
+    archive_exists,
+    inspect_archive,
+    inspect_source,
+)
+from pgvigil.sidecar.jobs.archive_pressure import strain
 
 log = logging.getLogger(__name__)
 
-TABLE_SQL = """
-SELECT c.oid, c.relkind = 'p' AS partitioned
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %(schema)s AND c.relname = %(table)s AND c.relkind IN ('r', 'p')
-"""
-PRIMARY_KEY_SQL = """
-SELECT a.attname FROM pg_index i
-CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indrelid = %(oid)s AND i.indisprimary ORDER BY k.ord
-"""
-COLUMNS_SQL = """
-SELECT attname FROM pg_attribute
-WHERE attrelid = %(oid)s AND attnum > 0 AND NOT attisdropped ORDER BY attnum
-"""
-# ON CONFLICT needs a unique index on exactly the key, else a re-run could duplicate rows.
-ARCHIVE_UNIQUE_SQL = """
-SELECT EXISTS (
-  SELECT 1 FROM pg_index i
-  WHERE i.indrelid = %(oid)s AND i.indisunique AND i.indisvalid
-    AND i.indpred IS NULL AND i.indexprs IS NULL
-    AND ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-              ORDER BY k.ord) = %(key)s::text[])
-"""
+__all__ = ["JOB", "ArchiveError", "run"]
+
+# The cutoff in the timestamp column's own terms: a zone-less column holds clock times of the
+# configured zone, so the cutoff becomes that zone's clock time.
 CUTOFF_SQL = "SELECT now() - make_interval(days => %(days)s)"
+ZONE_LESS_CUTOFF_SQL = "SELECT (now() - make_interval(days => %(days)s)) AT TIME ZONE %(zone)s"
 # Same columns, types, NOT NULLs and collations, plus the primary key. Deliberately without
 # defaults (a serial default would tie the archive to the source table's sequence, so the
 # source could no longer be dropped), identity, generated expressions (the archive stores the
@@ -63,66 +64,52 @@ CREATE_ARCHIVE_SQL = (
     "CREATE TABLE IF NOT EXISTS {archive} "
     "(LIKE {source} INCLUDING COMMENTS INCLUDING STORAGE, PRIMARY KEY ({key}))"
 )
-# The batch's rows are chosen (and locked) in key order through the index, then deleted by
-# their physical address: `ctid = ANY(ARRAY(...))` is a TID scan, one heap visit per row,
-# where `key IN (subquery)` finds every row twice and, at large batches, makes the planner
-# scan the whole table per batch. The ctids cannot move in between: the same statement holds
-# the rows FOR UPDATE. A partitioned table repeats ctids across partitions, so it is matched
-# by its key instead.
-BATCH_SQL = """
-WITH moved AS (
-    DELETE FROM {source}
-    WHERE {pick}
-    RETURNING *
-), archived AS (
-    INSERT INTO {archive} ({columns}) SELECT {columns} FROM moved
-    ON CONFLICT DO NOTHING
-    RETURNING 1
-), last_key AS (
-    SELECT {key} FROM moved ORDER BY {key} DESC LIMIT 1
-)
-SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM archived), last_key.*
-FROM (SELECT 1) AS one LEFT JOIN last_key ON true
-"""
-PICK_BY_CTID = """ctid = ANY(ARRAY(
-        SELECT ctid FROM {source}
-        WHERE {ts} < %(cutoff)s{bound}
-        ORDER BY {key} LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED))"""
-PICK_BY_KEY = """({key}) IN (
-        SELECT {key} FROM {source}
-        WHERE {ts} < %(cutoff)s{bound}
-        ORDER BY {key} LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED)"""
-DRY_RUN_SQL = "SELECT count(*), min({ts}) FROM {source} WHERE {ts} < %(cutoff)s"
 ANALYZE_SQL = "ANALYZE {table}"
-
-
-class ArchiveError(Exception):
-    """Archival of a table cannot proceed (the message says what to fix)."""
+# What a batch the archive (or a reference) rejects raises: narrowed down to the rows.
+REJECTED = (errors.IntegrityError, errors.RaiseException)
+# A concurrent change met mid-batch: the batch rolled back and is tried again.
+CONCURRENT = (errors.SerializationFailure, errors.DeadlockDetected)
 
 
 @dataclass
 class TableResult:
     table: str
+    outcome: str = "nothing"
     moved: int = 0
     batches: int = 0
     timeouts: int = 0
     seconds: float = 0.0
     longest_batch_seconds: float = 0.0
+    paused_seconds: float = 0.0
+    held_back: list[str] = field(default_factory=list)  # "(id)=(17): why"
+    error: str = ""
+    plan: str = ""  # what a dry run found the run would do
 
     @property
     def rate(self) -> float:
         return self.moved / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
+        if self.outcome in ("refused", "failed"):
+            return f"{self.table}: {self.outcome}: {self.error}"
+        if self.plan:
+            return self.plan
         if not self.moved:
-            return f"{self.table}: nothing past retention to move"
-        return (
-            f"{self.table}: {self.moved} rows moved in {self.batches} batches, "
-            f"{self.rate:.0f} rows/s, longest batch {self.longest_batch_seconds:.2f}s"
-            + (f", {self.timeouts} timed-out batches retried smaller" if self.timeouts else "")
-        )
+            line = f"{self.table}: nothing past retention to move"
+        else:
+            line = (
+                f"{self.table}: {self.moved} rows moved in {self.batches} batches, "
+                f"{self.rate:.0f} rows/s, longest batch {self.longest_batch_seconds:.2f}s"
+                + (f", {self.timeouts} timed-out batches retried smaller" if self.timeouts else "")
+                + (f", paused {self.paused_seconds:.0f}s" if self.paused_seconds else "")
+            )
+        if self.held_back:
+            shown = "; ".join(self.held_back[:5])
+            more = f" (and {len(self.held_back) - 5} more)" if len(self.held_back) > 5 else ""
+            line += f"; {len(self.held_back)} rows held back: {shown}{more}"
+        if self.outcome == "deferred":
+            line += f"; deferred to the next run: {self.error}"
+        return line
 
 
 def run(ctx: JobContext) -> str:
@@ -133,240 +120,277 @@ def run(ctx: JobContext) -> str:
     for table in tables:
         if ctx.stopping():
             break
-        results.append(archive_table(ctx, table))
-    return "; ".join(results)
-
-
-def archive_table(ctx: JobContext, table: ApplicationTable) -> str:
-    settings = ctx.config.sidecar.archive
-    with ctx.connect(
-        statement_timeout=settings.statement_timeout_seconds,
-        lock_timeout=settings.lock_timeout_seconds,
-        autocommit=True,
-    ) as conn:
-        plan = _plan(conn, table, settings)
-        assert table.retention_days is not None
-        row = conn.execute(CUTOFF_SQL, {"days": table.retention_days}).fetchone()
-        assert row is not None
-        cutoff: datetime = row[0]
-        if ctx.dry_run:
-            return _dry_run(ctx, conn, plan, cutoff, table.retention_days, settings)
-        ctx.progress(
-            f"{plan.name}: moving rows older than {cutoff:%Y-%m-%d %H:%M %Z} "
-            f"(retention {table.retention_days} days) into {plan.archive_name}"
+        result = archive_table(ctx, table)
+        ctx.state.archive_outcome(
+            table.schema_, table.name, result.outcome, result.describe(), result.held_back
         )
-        conn.execute(plan.create_sql)
-        plan.check_archive(conn)
-        result = _move(ctx, conn, plan, cutoff, settings)
-        if result.moved >= settings.analyze_after_rows > 0 and not ctx.stopping():
-            for target in (plan.source, plan.archive):
-                conn.execute(sql.SQL(ANALYZE_SQL).format(table=target))
-            ctx.state.analyzed(2)
-            ctx.progress(f"{plan.name}: analyzed it and {plan.archive_name} after the move")
+        (log.error if result.error else log.info)("archive %s", result.describe())
+        results.append(result)
+    bad = [r for r in results if r.outcome in ("refused", "failed")]
+    if bad:
+        # The other tables ran; the job still fails so that the failure is alerted on (and a
+        # dry run fails where the run would).
+        raise ArchiveError(
+            "; ".join(f"{r.table}: {r.error}" if len(results) > 1 else r.error for r in bad)
+        )
+    return "; ".join(r.describe() for r in results)
+
+
+def archive_table(ctx: JobContext, table: ApplicationTable) -> TableResult:
+    """Inspect, then move one table; every problem ends up in the result, never raised."""
+    settings = ctx.config.sidecar.archive
+    result = TableResult(table.qualified)
+    try:
+        with ctx.connect(
+            statement_timeout=settings.statement_timeout_seconds,
+            lock_timeout=settings.lock_timeout_seconds,
+            autocommit=True,
+        ) as conn:
+            _archive(ctx, conn, table, settings, result)
+    except Refused as e:
+        result.outcome, result.error = "refused", str(e)
+    except (ArchiveError, psycopg.Error) as e:
+        result.outcome, result.error = "failed", _one_line(e)
     ctx.progress(result.describe())
-    return result.describe()
+    return result
 
 
-@dataclass
-class _Plan:
-    name: str
-    archive_name: str
-    schema: str
-    table: str
-    source: sql.Identifier
-    archive: sql.Identifier
-    key: list[str]
-    columns: list[str]
-    timestamp: str
-    create_sql: sql.Composed
-    first_batch_sql: sql.Composed
-    next_batch_sql: sql.Composed
-
-    def check_archive(self, conn: psycopg.Connection[Any]) -> None:
-        row = conn.execute(
-            TABLE_SQL, {"schema": self.schema, "table": self.table_archive_relname}
-        ).fetchone()
-        if row is None:
-            raise ArchiveError(f"{self.archive_name} could not be created")
-        archive_columns = [r[0] for r in conn.execute(COLUMNS_SQL, {"oid": row[0]})]
-        missing = [c for c in self.columns if c not in archive_columns]
-        if missing:
-            raise ArchiveError(
-                f"{self.archive_name} lacks column(s) {', '.join(missing)} of {self.name}: "
-                "add them to the archive (ALTER TABLE ... ADD COLUMN) and re-run"
-            )
-        unique = conn.execute(ARCHIVE_UNIQUE_SQL, {"oid": row[0], "key": self.key}).fetchone()
-        if not (unique and unique[0]):
-            raise ArchiveError(
-                f"{self.archive_name} has no primary key or unique index on "
-                f"({', '.join(self.key)}): without it a re-run could duplicate rows"
-            )
-
-    @property
-    def table_archive_relname(self) -> str:
-        return self.archive_name.split(".", 1)[1]
-
-
-def _plan(conn: psycopg.Connection[Any], table: ApplicationTable, s: ArchiveSettings) -> _Plan:
-    schema, name = table.schema_, table.name
-    row = conn.execute(TABLE_SQL, {"schema": schema, "table": name}).fetchone()
-    if row is None:
-        raise ArchiveError(f"table {schema}.{name} does not exist")
-    oid, partitioned = row[0], row[1]
-    key = [r[0] for r in conn.execute(PRIMARY_KEY_SQL, {"oid": oid})]
-    if not key:
-        raise ArchiveError(f"{schema}.{name} has no primary key: archival needs one")
-    columns = [r[0] for r in conn.execute(COLUMNS_SQL, {"oid": oid})]
-    if table.timestamp_column not in columns:
-        raise ArchiveError(f"{schema}.{name} has no column {table.timestamp_column}")
-    archive_name = f"{name}{s.suffix}"
-    if len(archive_name) > 63:
-        raise ArchiveError(f"the archive name {archive_name} is longer than 63 characters")
-    source = sql.Identifier(schema, name)
-    archive = sql.Identifier(schema, archive_name)
-    key_sql = sql.SQL(", ").join(map(sql.Identifier, key))
-    columns_sql = sql.SQL(", ").join(map(sql.Identifier, columns))
-    after = sql.SQL(", ").join(sql.Placeholder(f"after_{i}") for i in range(len(key)))
-    # Later batches start past the last key moved, so they need not step over the index
-    # entries of rows already deleted (they stay until VACUUM).
-    bound = sql.SQL(" AND ({key}) > ({after})").format(key=key_sql, after=after)
-    return _Plan(
-        name=f"{schema}.{name}",
-        archive_name=f"{schema}.{archive_name}",
-        schema=schema,
-        table=name,
-        source=source,
-        archive=archive,
-        key=key,
-        columns=columns,
-        timestamp=table.timestamp_column,
-        create_sql=sql.SQL(CREATE_ARCHIVE_SQL).format(archive=archive, source=source, key=key_sql),
-        first_batch_sql=_batch_sql(
-            source, archive, key_sql, columns_sql, table, sql.SQL(""), partitioned
-        ),
-        next_batch_sql=_batch_sql(source, archive, key_sql, columns_sql, table, bound, partitioned),
-    )
-
-
-def _batch_sql(
-    source: sql.Composable,
-    archive: sql.Composable,
-    key: sql.Composable,
-    columns: sql.Composable,
+def _archive(
+    ctx: JobContext,
+    conn: psycopg.Connection[Any],
     table: ApplicationTable,
-    bound: sql.Composable,
-    partitioned: bool,
-) -> sql.Composed:
-    pick = sql.SQL(PICK_BY_KEY if partitioned else PICK_BY_CTID).format(
-        source=source, key=key, ts=sql.Identifier(table.timestamp_column), bound=bound
+    s: ArchiveSettings,
+    result: TableResult,
+) -> None:
+    source = inspect_source(conn, table, s)
+    archive_name = f"{table.name}{s.suffix}"
+    archive = sql.Identifier(source.schema, archive_name)
+    exists = archive_exists(conn, source.schema, archive_name)
+    if exists:
+        inspect_archive(conn, source, archive_name, s)
+    cutoff = _cutoff(conn, source, table, s)
+    st = statements(source, archive)
+    qualified_archive = f"{source.schema}.{archive_name}"
+    if source.children:
+        ctx.progress(
+            f"{source.name}: rows of its inheritance children ({', '.join(source.children)}) "
+            "stay: archive each child as an application table of its own"
+        )
+    if ctx.dry_run:
+        result.plan = _plan(conn, st, source, cutoff, table, s, qualified_archive, exists)
+        return
+    ctx.progress(
+        f"{source.name}: moving rows older than {_when(cutoff)} "
+        f"(retention {table.retention_days} days) into {qualified_archive}"
     )
-    return sql.SQL(BATCH_SQL).format(
-        source=source, archive=archive, key=key, columns=columns, pick=pick
-    )
+    if not exists:
+        key = sql.SQL(", ").join(map(sql.Identifier, source.key))
+        src = sql.Identifier(source.schema, source.table)
+        conn.execute(sql.SQL(CREATE_ARCHIVE_SQL).format(archive=archive, source=src, key=key))
+        inspect_archive(conn, source, archive_name, s)
+    _move(ctx, conn, source, st, cutoff, s, result)
+    if result.moved >= s.analyze_after_rows > 0 and not ctx.stopping():
+        for target in (sql.Identifier(source.schema, source.table), archive):
+            conn.execute(sql.SQL(ANALYZE_SQL).format(table=target))
+        ctx.state.analyzed(2)
+        ctx.progress(f"{source.name}: analyzed it and {qualified_archive} after the move")
+
+
+def _cutoff(
+    conn: psycopg.Connection[Any], source: Source, table: ApplicationTable, s: ArchiveSettings
+) -> datetime:
+    statement = ZONE_LESS_CUTOFF_SQL if source.zone_less else CUTOFF_SQL
+    row = conn.execute(statement, {"days": table.retention_days, "zone": s.timestamp_zone})
+    value = row.fetchone()
+    assert value is not None
+    cutoff: datetime = value[0]
+    return cutoff
+
+
+def _when(cutoff: datetime) -> str:
+    return f"{cutoff:%Y-%m-%d %H:%M} {cutoff.tzname() or ''}".strip()
 
 
 def _move(
     ctx: JobContext,
     conn: psycopg.Connection[Any],
-    plan: _Plan,
+    source: Source,
+    st: Statements,
     cutoff: datetime,
     s: ArchiveSettings,
-) -> TableResult:
-    result = TableResult(plan.name)
+    result: TableResult,
+) -> None:
+    result.outcome = "moved"
     limit = s.batch_size
-    after: list[Any] | None = None  # the last key moved: the next batch starts past it
+    after: list[str] | None = None  # the last key moved or held back: the next batch is past it
+    narrowing = False  # a rejected batch is being narrowed down to its offending rows
+    retries = 0
+    estimate = estimate_rows(conn, st, cutoff)
+    ctx.state.archive_rows_left(source.schema, source.table, estimate)
     start = time.perf_counter()
     last_report = start
     while not ctx.stopping():
-        params: dict[str, Any] = {"cutoff": cutoff, "limit": limit}
-        statement = plan.first_batch_sql
-        if after is not None:
-            statement = plan.next_batch_sql
-            params.update({f"after_{i}": v for i, v in enumerate(after)})
+        if not _wait_for_calm(ctx, conn, source, s, result):
+            result.outcome = "deferred"
+            break
         batch_start = time.perf_counter()
         try:
-            moved, after_row = _one_batch(conn, statement, plan, params)
+            moved, last_key = move_batch(conn, st, cutoff, after, limit)
         except (errors.QueryCanceled, errors.LockNotAvailable) as e:
             result.timeouts += 1
-            ctx.state.archive_timeout(plan.schema, plan.table)
+            ctx.state.archive_timeout(source.schema, source.table)
             if result.timeouts > s.max_timeouts:
                 raise ArchiveError(
-                    f"{plan.name}: {result.timeouts} batches timed out (last at {limit} rows): "
-                    f"{str(e).strip().splitlines()[0]}"
+                    f"{result.timeouts} batches timed out (last at {limit} rows): {_one_line(e)}"
                 ) from None
             limit = max(s.smallest_batch, limit // 2)
-            ctx.progress(f"{plan.name}: batch timed out, retrying with {limit} rows")
+            ctx.progress(f"{source.name}: batch timed out, retrying with {limit} rows")
+            continue
+        except (*CONCURRENT, BatchMismatch) as e:
+            retries += 1
+            if retries > s.max_batch_retries:
+                raise ArchiveError(
+                    f"batch rolled back {retries} times, last: {_one_line(e)}"
+                    + (
+                        " (a trigger or rule changing what DELETE or INSERT does?)"
+                        if isinstance(e, BatchMismatch)
+                        else ""
+                    )
+                ) from None
+            ctx.progress(f"{source.name}: batch rolled back ({_one_line(e)}), trying again")
+            continue
+        except REJECTED as e:
+            if limit > 1:
+                limit = max(1, limit // 2)
+                narrowing = True
+                continue
+            key = first_key(conn, st, cutoff, after)
+            if key is None:  # the row went away meanwhile
+                continue
+            result.held_back.append(f"({', '.join(source.key)})=({', '.join(key)}): {_reason(e)}")
+            ctx.progress(f"{source.name}: held back {result.held_back[-1]}")
+            after = key
+            if len(result.held_back) > s.max_held_back_rows:
+                raise ArchiveError(
+                    f"{len(result.held_back)} rows held back (max_held_back_rows), "
+                    f"first: {result.held_back[0]}"
+                ) from None
             continue
         elapsed = time.perf_counter() - batch_start
         if moved == 0:
             break
+        retries = 0
         result.moved += moved
         result.batches += 1
         result.longest_batch_seconds = max(result.longest_batch_seconds, elapsed)
-        ctx.state.archived(plan.schema, plan.table, moved)
-        after = after_row
+        ctx.state.archived(source.schema, source.table, moved)
+        ctx.state.archive_rows_left(source.schema, source.table, estimate - result.moved)
+        after = last_key
         # A shrunken batch grows back once batches pass quickly again: the lock that made it
-        # shrink (an index build, a migration) is usually gone long before the job ends.
-        if limit < s.batch_size and elapsed < s.statement_timeout_seconds / 4:
+        # shrink (an index build, a migration) is usually gone long before the job ends; past
+        # a rejected row the rest of the table is most likely fine.
+        if limit < s.batch_size and (narrowing or elapsed < s.statement_timeout_seconds / 4):
             limit = min(s.batch_size, limit * 2)
-            ctx.progress(f"{plan.name}: batches grow back to {limit} rows")
+            if not narrowing:
+                ctx.progress(f"{source.name}: batches grow back to {limit} rows")
+            narrowing = narrowing and limit < s.batch_size
         now = time.perf_counter()
-        if now - last_report >= 1.0:
+        if ctx.progress_bar is not None:
+            ctx.progress_bar(source.name, result.moved, max(estimate, result.moved))
+        elif now - last_report >= 1.0:
             last_report = now
             ctx.progress(
-                f"{plan.name}: {result.moved} rows moved in {result.batches} batches "
+                f"{source.name}: {result.moved} rows moved in {result.batches} batches "
                 f"({result.moved / (now - start):.0f} rows/s)"
             )
         if s.pause_seconds:
             ctx.stop.wait(s.pause_seconds)
     result.seconds = time.perf_counter() - start
-    return result
+    if ctx.stopping():
+        result.outcome = "stopped"
+    elif result.held_back and result.outcome == "moved":
+        result.outcome = "held_back"
+    elif not result.moved and result.outcome == "moved":
+        result.outcome = "nothing"
+    if result.outcome in ("moved", "nothing"):
+        ctx.state.archive_rows_left(source.schema, source.table, 0)
 
 
-def _dry_run(
+def _wait_for_calm(
     ctx: JobContext,
     conn: psycopg.Connection[Any],
-    plan: _Plan,
-    cutoff: datetime,
-    retention_days: int,
+    source: Source,
     s: ArchiveSettings,
+    result: TableResult,
+) -> bool:
+    """Wait while the database is under strain; False once this run paused too long."""
+    found = strain(conn, s, source.relations)
+    if found is None:
+        return True
+    reason, description = found
+    ctx.progress(f"{source.name}: paused: {description}")
+    ctx.state.archive_paused(source.schema, source.table, reason, 0)
+    started = time.perf_counter()
+    while found is not None and not ctx.stopping():
+        if result.paused_seconds + time.perf_counter() - started >= s.max_pause_seconds:
+            result.error = f"paused {s.max_pause_seconds:g}s (max_pause_seconds): {found[1]}"
+            break
+        ctx.stop.wait(s.pause_check_seconds)
+        found = strain(conn, s, source.relations)
+    waited = time.perf_counter() - started
+    result.paused_seconds += waited
+    ctx.state.archive_paused(source.schema, source.table, reason, waited)
+    if found is None:
+        ctx.progress(f"{source.name}: resumed after pausing {waited:.1f}s")
+    return found is None
+
+
+def _plan(
+    conn: psycopg.Connection[Any],
+    st: Statements,
+    source: Source,
+    cutoff: datetime,
+    table: ApplicationTable,
+    s: ArchiveSettings,
+    archive_name: str,
+    exists: bool,
 ) -> str:
-    statement = sql.SQL(DRY_RUN_SQL).format(source=plan.source, ts=sql.Identifier(plan.timestamp))
-    row = conn.execute(statement, {"cutoff": cutoff}).fetchone()
+    """The dry run: the same inspection, cutoff and rows as the run, nothing changed."""
+    row = conn.execute(st.plan, {"cutoff": cutoff}).fetchone()
     assert row is not None
-    count, oldest = int(row[0]), row[1]
-    exists = conn.execute(
-        TABLE_SQL, {"schema": plan.schema, "table": plan.table_archive_relname}
-    ).fetchone()
-    target = plan.archive_name + ("" if exists else " (would be created)")
+    count, nulls, oldest = int(row[0]), int(row[1]), row[2]
+    conflicts = 0
+    if exists:
+        found = conn.execute(st.conflicts, {"cutoff": cutoff}).fetchone()
+        conflicts = int(found[0]) if found else 0
+    never = f"; {nulls} rows with no {source.timestamp} never move" if nulls else ""
     if count == 0:
-        message = f"{plan.name}: nothing older than {retention_days} days; nothing would move"
-    else:
-        batches = -(-count // s.batch_size)
-        message = (
-            f"{plan.name}: would move {count} rows older than {cutoff:%Y-%m-%d %H:%M %Z} "
-            f"(retention {retention_days} days; oldest {oldest:%Y-%m-%d %H:%M %Z}) into "
-            f"{target} in about {batches} batches of {s.batch_size}"
+        return (
+            f"{source.name}: nothing older than {table.retention_days} days; "
+            f"nothing would move{never}"
         )
-    ctx.progress(message)
-    return message
+    target = archive_name + ("" if exists else " (would be created)")
+    held = (
+        f"; {conflicts} of them have keys already in {archive_name} and would be held back"
+        if conflicts
+        else ""
+    )
+    batches = -(-(count - conflicts) // s.batch_size)
+    return (
+        f"{source.name}: would move {count - conflicts} rows older than {_when(cutoff)} "
+        f"(retention {table.retention_days} days; oldest {oldest}) into {target} in about "
+        f"{batches} batches of {s.batch_size}{held}{never}"
+    )
 
 
-def _one_batch(
-    conn: psycopg.Connection[Any], statement: sql.Composed, plan: _Plan, params: dict[str, Any]
-) -> tuple[int, list[Any]]:
-    with conn.transaction():
-        row = conn.execute(statement, params).fetchone()
-        assert row is not None
-        moved, archived, *last_key = row
-        if archived != moved:
-            # A key already in the archive with this transaction's rows about to vanish from
-            # the source: roll back rather than lose the newer copy.
-            raise ArchiveError(
-                f"{plan.name}: {moved - archived} of {moved} rows have keys already in "
-                f"{plan.archive_name}; resolve them by hand (nothing was moved)"
-            )
-    return int(moved), last_key
+def _reason(e: BaseException) -> str:
+    diag = getattr(e, "diag", None)
+    return (getattr(diag, "message_primary", None) or _one_line(e)).strip()
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 JOB = Job(

@@ -167,8 +167,16 @@ def analyse(
         "never_analyzed": never_analyzed,
         "growth": growth,
         "cache": _cache(db),
+        # What the last archival runs of this sidecar could not do, table by table.
+        "archival": [
+            {"schema": schema, "table": table, "outcome": t.outcome, "message": t.message}
+            for (schema, table), t in sorted(ctx.state.snapshot()["tables"].items())
+            if t.outcome in ("refused", "failed", "held_back", "deferred")
+        ],
     }
-    recommendations = _recommend(findings, forecast, s, ctx.thresholds)
+    recommendations = _recommend(
+        findings, forecast, s, ctx.thresholds, ctx.config.sidecar.archive.suffix
+    )
     headline = {
         "timestamp_seconds": now,
         "unused_index_bytes": sum(i["bytes"] for i in unused),
@@ -297,7 +305,11 @@ def _cache(db: dict[str, Any]) -> dict[str, Any]:
 
 
 def _recommend(
-    findings: dict[str, Any], forecast: dict[str, Any], s: ReportSettings, thresholds: Thresholds
+    findings: dict[str, Any],
+    forecast: dict[str, Any],
+    s: ReportSettings,
+    thresholds: Thresholds,
+    suffix: str = "_archive",
 ) -> list[dict[str, Any]]:
     out = []
 
@@ -365,8 +377,15 @@ def _recommend(
                 f"{g['schema']}.{g['table']} holds {g['rows_past_retention']} rows older than "
                 f"its {g['retention_days']}-day retention: run the archival job.",
                 f"-- pgvigil run-job archive   (moves them in batches into "
-                f"{q(g['schema'], g['table'] + '_archive')})",
+                f"{q(g['schema'], g['table'] + suffix)})",
             )
+    for a in findings.get("archival", []):
+        add(
+            "archival",
+            f"The last archival run of {a['schema']}.{a['table']} ended {a['outcome']}: "
+            f"{a['message']}",
+            "-- pgvigil run-job archive --dry-run   (the same inspection, nothing moved)",
+        )
     cache = findings["cache"]
     if (
         cache["hit_ratio"] is not None

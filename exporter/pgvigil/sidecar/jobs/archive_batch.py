@@ -1,0 +1,172 @@
+"""One archival batch: ONE statement in ONE transaction, verified before it commits.
+
+The statement locks the oldest keys past the cutoff (skipping rows an application session
+holds), deletes exactly those rows and inserts what the DELETE returned into the archive. It
+returns how many rows it picked, deleted and inserted; unless the three are equal the batch
+rolls back. A crash at any instant, even SIGKILL, leaves the whole batch moved or none of it.
+
+Keys travel as text both ways: a key holding `-infinity` has no Python value, and a text
+parameter is typed by PostgreSQL from the column it is compared with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgvigil.sidecar.jobs.archive_inspect import Source
+
+# The batch's rows are chosen (and locked) in key order through the index, then deleted by
+# their physical address: `ctid = ANY(ARRAY(...))` is a TID scan, one heap visit per row,
+# where `key IN (subquery)` finds every row twice and, at large batches, makes the planner
+# scan the whole table per batch. The ctids cannot move in between: the same statement holds
+# the rows FOR UPDATE. A partitioned table repeats ctids across partitions, so it is matched
+# by its key instead. `FROM ONLY` leaves the rows of inheritance children where they are.
+BATCH_SQL = """
+WITH picked AS MATERIALIZED (
+    SELECT {picked} FROM {only}{source}
+    WHERE {ts} < %(cutoff)s{bound}
+    ORDER BY {key} LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    DELETE FROM {only}{source} WHERE {match}
+    RETURNING {columns}
+), archived AS (
+    INSERT INTO {archive} ({columns}) SELECT {columns} FROM moved
+    RETURNING 1
+), last_key AS (
+    SELECT {key_text} FROM moved ORDER BY {key} DESC LIMIT 1
+)
+SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM moved),
+       (SELECT count(*) FROM archived), last_key.*
+FROM (SELECT 1) AS one LEFT JOIN last_key ON true
+"""
+MATCH_BY_CTID = "ctid = ANY(ARRAY(SELECT ctid FROM picked))"
+MATCH_BY_KEY = "({key}) IN (SELECT {key} FROM picked)"
+# The first row the next batch would take: when it fails alone, it is the poison row.
+FIRST_KEY_SQL = """
+SELECT {key_text} FROM {only}{source}
+WHERE {ts} < %(cutoff)s{bound}
+ORDER BY {key} LIMIT 1
+FOR UPDATE SKIP LOCKED
+"""
+# What the run would do, counted the same way (`FROM ONLY`, the same cutoff).
+PLAN_SQL = """
+SELECT count(*) FILTER (WHERE {ts} < %(cutoff)s),
+       count(*) FILTER (WHERE {ts} IS NULL),
+       min({ts})::text
+FROM {only}{source}
+"""
+# Rows past the cutoff whose key the archive already holds: the run would hold them back.
+PLAN_CONFLICTS_SQL = """
+SELECT count(*) FROM {only}{source} s
+WHERE s.{ts} < %(cutoff)s AND EXISTS (SELECT FROM {archive} a WHERE ({a_key}) = ({s_key}))
+"""
+# The planner's estimate of the rows left to move (no scan): the progress metric and bar.
+ESTIMATE_SQL = "EXPLAIN (FORMAT JSON) SELECT 1 FROM {only}{source} WHERE {ts} < %(cutoff)s"
+
+
+class BatchMismatch(Exception):
+    """The batch picked, deleted and inserted different numbers of rows (rolled back)."""
+
+    def __init__(self, picked: int, deleted: int, inserted: int):
+        super().__init__(f"picked {picked}, deleted {deleted}, inserted {inserted}")
+        self.picked, self.deleted, self.inserted = picked, deleted, inserted
+
+
+@dataclass
+class Statements:
+    first_batch: sql.Composed
+    next_batch: sql.Composed
+    first_key: sql.Composed
+    next_first_key: sql.Composed
+    plan: sql.Composed
+    conflicts: sql.Composed
+    estimate: sql.Composed
+
+
+def statements(source: Source, archive: sql.Identifier) -> Statements:
+    src = sql.Identifier(source.schema, source.table)
+    key = sql.SQL(", ").join(map(sql.Identifier, source.key))
+    key_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in source.key)
+    after = sql.SQL(", ").join(sql.Placeholder(f"after_{i}") for i in range(len(source.key)))
+    # Later batches start past the last key moved (or held back), so they need not step over
+    # the index entries of rows already deleted (they stay until VACUUM).
+    bound = sql.SQL(" AND ({key}) > ({after})").format(key=key, after=after)
+    common: dict[str, sql.Composable] = {
+        "source": src,
+        "only": sql.SQL("" if source.partitioned else "ONLY "),
+        "ts": sql.Identifier(source.timestamp),
+        "key": key,
+        "key_text": key_text,
+        "archive": archive,
+    }
+
+    def batch(b: sql.Composable) -> sql.Composed:
+        match = MATCH_BY_KEY if source.partitioned else MATCH_BY_CTID
+        return sql.SQL(BATCH_SQL).format(
+            picked=key if source.partitioned else sql.SQL("ctid"),
+            match=sql.SQL(match).format(key=key),
+            columns=sql.SQL(", ").join(map(sql.Identifier, source.column_names)),
+            bound=b,
+            **common,
+        )
+
+    def qualified(alias: str) -> sql.Composable:
+        return sql.SQL(", ").join(sql.Identifier(alias, k) for k in source.key)
+
+    none = sql.SQL("")
+    return Statements(
+        first_batch=batch(none),
+        next_batch=batch(bound),
+        first_key=sql.SQL(FIRST_KEY_SQL).format(bound=none, **common),
+        next_first_key=sql.SQL(FIRST_KEY_SQL).format(bound=bound, **common),
+        plan=sql.SQL(PLAN_SQL).format(**common),
+        conflicts=sql.SQL(PLAN_CONFLICTS_SQL).format(
+            a_key=qualified("a"), s_key=qualified("s"), **common
+        ),
+        estimate=sql.SQL(ESTIMATE_SQL).format(**common),
+    )
+
+
+def _params(cutoff: datetime, after: list[str] | None, **extra: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {"cutoff": cutoff, **extra}
+    params.update({f"after_{i}": v for i, v in enumerate(after or [])})
+    return params
+
+
+def move_batch(
+    conn: psycopg.Connection[Any],
+    st: Statements,
+    cutoff: datetime,
+    after: list[str] | None,
+    limit: int,
+) -> tuple[int, list[str] | None]:
+    """Move up to `limit` rows past `after`; returns (rows moved, the last key moved)."""
+    statement = st.first_batch if after is None else st.next_batch
+    with conn.transaction():
+        row = conn.execute(statement, _params(cutoff, after, limit=limit)).fetchone()
+        assert row is not None
+        picked, deleted, inserted, *last_key = row
+        if not picked == deleted == inserted:
+            raise BatchMismatch(picked, deleted, inserted)  # rolls the transaction back
+    return int(deleted), (None if last_key[0] is None else list(last_key))
+
+
+def first_key(
+    conn: psycopg.Connection[Any], st: Statements, cutoff: datetime, after: list[str] | None
+) -> list[str] | None:
+    statement = st.first_key if after is None else st.next_first_key
+    with conn.transaction():
+        row = conn.execute(statement, _params(cutoff, after)).fetchone()
+    return None if row is None else list(row)
+
+
+def estimate_rows(conn: psycopg.Connection[Any], st: Statements, cutoff: datetime) -> int:
+    row = conn.execute(st.estimate, {"cutoff": cutoff}).fetchone()
+    assert row is not None
+    return int(row[0][0]["Plan"]["Plan Rows"])
