@@ -130,9 +130,7 @@ def run(ctx: JobContext) -> str:
     if bad:
         # The other tables ran; the job still fails so that the failure is alerted on (and a
         # dry run fails where the run would).
-        raise ArchiveError(
-            "; ".join(f"{r.table}: {r.error}" if len(results) > 1 else r.error for r in bad)
-        )
+        raise ArchiveError("; ".join(_named(r, len(results) > 1) for r in bad))
     return "; ".join(r.describe() for r in results)
 
 
@@ -381,6 +379,13 @@ def _plan(
         f"(retention {table.retention_days} days; oldest {oldest}) into {target} in about "
         f"{batches} batches of {s.batch_size}{held}{never}"
     )
+
+
+def _named(result: TableResult, several: bool) -> str:
+    """The error, naming its table when several were archived and it does not yet."""
+    if not several or result.error.startswith(result.table):
+        return result.error
+    return f"{result.table}: {result.error}"
 
 
 def _reason(e: BaseException) -> str:

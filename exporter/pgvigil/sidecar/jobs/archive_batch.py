@@ -92,7 +92,11 @@ class Statements:
 def statements(source: Source, archive: sql.Identifier) -> Statements:
     src = sql.Identifier(source.schema, source.table)
     key = sql.SQL(", ").join(map(sql.Identifier, source.key))
-    key_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in source.key)
+    # Renamed: under its own name, `ORDER BY id` would sort by the text (so '9' > '10').
+    key_text = sql.SQL(", ").join(
+        sql.SQL("{}::text AS {}").format(sql.Identifier(k), sql.Identifier(f"key_{i}"))
+        for i, k in enumerate(source.key)
+    )
     after = sql.SQL(", ").join(sql.Placeholder(f"after_{i}") for i in range(len(source.key)))
     # Later batches start past the last key moved (or held back), so they need not step over
     # the index entries of rows already deleted (they stay until VACUUM).

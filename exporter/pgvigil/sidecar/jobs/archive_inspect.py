@@ -280,8 +280,10 @@ def _compare_columns(source: Source, name: str, archive: list[Column]) -> None:
     for c in source.columns:
         a = by_name[c.name]
         if a.shape != c.shape:
-            theirs = a.type_name + (f" COLLATE {a.collation_name}" if a.collation_name else "")
-            ours = c.type_name + (f" COLLATE {c.collation_name}" if c.collation_name else "")
+            theirs, ours = a.type_name, c.type_name
+            if a.collation != c.collation:
+                theirs += f" COLLATE {a.collation_name or '(none)'}"
+                ours += f" COLLATE {c.collation_name or '(none)'}"
             raise Refused(
                 f"{name}: column {c.name} is {theirs} where {source.name} has {ours}: "
                 "archived values could change or be rejected"
