@@ -492,3 +492,82 @@ def _write_matrix() -> Any:
         lines += [f"| {n} | {o} | {m} | {'yes' if ok else 'NO'} |" for n, o, m, ok in MATRIX]
         with open(target, "w") as f:
             f.write("\n".join(lines) + "\n")
+
+
+def _busy_cluster_db(throwaway_cluster: Any) -> Db:
+    # Its own server: the bounds count sessions server-wide, and the machine's is shared.
+    server = throwaway_cluster.server
+    db = Db(server, server.create_database())
+    db.execute(MESSAGES)
+    return db
+
+
+def test_lock_waiters_pause_archival_until_it_defers(throwaway_cluster: Any) -> None:
+    db = _busy_cluster_db(throwaway_cluster)
+    db.execute("CREATE TABLE other (id int)")
+    settings = {
+        "application_tables": [{"name": "messages", "retention_days": 10}],
+        "sidecar": {
+            "archive": {
+                "pause_seconds": 0,
+                "max_lock_waiters": 0,
+                "pause_check_seconds": 0.1,
+                "max_pause_seconds": 0.5,
+            }
+        },
+    }
+    with db.connect(autocommit=False) as holder, db.connect() as waiter:
+        holder.execute("LOCK TABLE other IN ACCESS EXCLUSIVE MODE")
+        waiting = threading.Thread(target=lambda: waiter.execute("SELECT count(*) FROM other"))
+        waiting.start()
+        wait_until(
+            lambda: db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            )[0][0]
+        )
+        with in_process(db.params, settings) as sidecar:
+            assert sidecar.run("archive") == "success"
+            stats = sidecar.ctx.state.snapshot()["tables"][("public", "messages")]
+            assert "public.messages: paused: 1 sessions waiting for locks > 0" in sidecar.lines[1]
+            assert "deferred to the next run: paused 0.5s" in sidecar.message("archive")
+            assert (stats.outcome, stats.pauses, stats.archived_rows) == (
+                "deferred",
+                {"lock_waiters": 1},
+                0,
+            )
+            holder.rollback()
+            waiting.join()
+            assert sidecar.run("archive") == "success"
+            assert "100 rows moved" in sidecar.message("archive")
+    assert db.execute("SELECT count(*) FROM messages_archive")[0][0] == 100
+
+
+def test_a_busy_database_pauses_archival_until_it_calms(throwaway_cluster: Any) -> None:
+    db = _busy_cluster_db(throwaway_cluster)
+    settings = {
+        "application_tables": [{"name": "messages", "retention_days": 10}],
+        "sidecar": {
+            "archive": {"pause_seconds": 0, "max_active_sessions": 0, "pause_check_seconds": 0.1}
+        },
+    }
+    with db.connect() as busy:
+        sleeping = threading.Thread(target=lambda: busy.execute("SELECT pg_sleep(2)"))
+        sleeping.start()
+        wait_until(
+            lambda: db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(2)'"
+                " AND state = 'active'"
+            )[0][0]
+        )
+        with in_process(db.params, settings) as sidecar:
+            assert sidecar.run("archive") == "success"
+            stats = sidecar.ctx.state.snapshot()["tables"][("public", "messages")]
+        sleeping.join()
+    assert any("paused: 1 active sessions > 0" in line for line in sidecar.lines)
+    assert any("resumed after pausing" in line for line in sidecar.lines)
+    assert (stats.outcome, stats.pauses, stats.archived_rows) == (
+        "moved",
+        {"active_sessions": 1},
+        100,
+    )
+    assert stats.pause_seconds > 0
