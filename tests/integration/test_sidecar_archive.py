@@ -210,3 +210,39 @@ def test_a_partitioned_table_is_archived_by_key(machine_db: Db) -> None:
     remaining, old_left, archived, young_archived = machine_db.execute(COUNTS)[0]
     assert (remaining, old_left, archived, young_archived) == (1000, 0, 1000, 0)
     assert sorted(r[0] for r in machine_db.execute(KEYS)) == before
+
+
+def test_run_job_archive_draws_a_progress_bar_on_a_terminal(machine_db: Db, tmp_path: Path) -> None:
+    import os
+    import pty
+
+    _fill(machine_db, rows=1000)
+    config = write_config(
+        tmp_path,
+        {"archive": {"batch_size": 100, "pause_seconds": 0}},
+        application_tables=[{"name": "messages", "retention_days": 10}],
+    )
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        pgvigil_cmd("run-job", "archive", "--config.file", str(config)),
+        stdout=terminal,
+        stderr=subprocess.DEVNULL,
+        env=env_for(machine_db.dsn),
+    )
+    os.close(terminal)
+    output = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal closed: the process is done
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        assert proc.wait(timeout=60) == 0
+        os.close(controller)
+    text = output.decode()
+    assert "public.messages [" in text and "] 100% 667/~" in text
+    assert "\r\x1b[Kpublic.messages: 667 rows moved in 7 batches" in text

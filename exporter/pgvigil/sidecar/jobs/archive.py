@@ -312,6 +312,8 @@ def _move(
         result.outcome = "nothing"
     if result.outcome in ("moved", "nothing"):
         ctx.state.archive_rows_left(source.schema, source.table, 0)
+        if ctx.progress_bar is not None and result.moved:
+            ctx.progress_bar(source.name, result.moved, result.moved)  # the estimate was off
 
 
 def _wait_for_calm(
