@@ -15,6 +15,7 @@ equal) written there.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -571,3 +572,26 @@ def test_a_busy_database_pauses_archival_until_it_calms(throwaway_cluster: Any) 
         100,
     )
     assert stats.pause_seconds > 0
+
+
+def test_weekly_report_names_the_suffix_and_the_refused_table(
+    machine_db: Db, tmp_path: Any
+) -> None:
+    machine_db.execute(MESSAGES + ATTACHMENTS.format(action="CASCADE"))
+    settings = {
+        "application_tables": [{"name": "messages", "retention_days": 10}],
+        "sidecar": {
+            "archive": {"suffix": "_old"},
+            "report": {"directory": str(tmp_path / "reports")},
+        },
+    }
+    with in_process(machine_db.params, settings) as sidecar:
+        assert sidecar.run("archive") == "failure"
+        assert sidecar.run("weekly_report") == "success", sidecar.message("weekly_report")
+    report = (tmp_path / "reports" / "latest.json").read_text()
+    advice = {r["kind"]: r for r in json.loads(report)["recommendations"]}
+    assert '"public"."messages_old"' in advice["retention"]["sql"]
+    assert advice["archival"]["advice"].startswith(
+        "The last archival run of public.messages ended refused: "
+        "public.messages: foreign key attachments_message_id_fkey"
+    )

@@ -121,9 +121,8 @@ def run(ctx: JobContext) -> str:
         if ctx.stopping():
             break
         result = archive_table(ctx, table)
-        ctx.state.archive_outcome(
-            table.schema_, table.name, result.outcome, result.describe(), result.held_back
-        )
+        said = result.error if result.outcome in ("refused", "failed") else result.describe()
+        ctx.state.archive_outcome(table.schema_, table.name, result.outcome, said, result.held_back)
         (log.error if result.error else log.info)("archive %s", result.describe())
         results.append(result)
     bad = [r for r in results if r.outcome in ("refused", "failed")]
