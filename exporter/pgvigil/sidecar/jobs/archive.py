@@ -122,7 +122,10 @@ def run(ctx: JobContext) -> str:
             break
         result = archive_table(ctx, table)
         said = result.error if result.outcome in ("refused", "failed") else result.describe()
-        ctx.state.archive_outcome(table.schema_, table.name, result.outcome, said, result.held_back)
+        if not ctx.dry_run:  # the metrics and the report tell what runs did
+            ctx.state.archive_outcome(
+                table.schema_, table.name, result.outcome, said, result.held_back
+            )
         (log.error if result.error else log.info)("archive %s", result.describe())
         results.append(result)
     bad = [r for r in results if r.outcome in ("refused", "failed")]
