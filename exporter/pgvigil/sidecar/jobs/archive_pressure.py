@@ -31,12 +31,17 @@ SELECT count(*) FILTER (WHERE state = 'active' AND backend_type = 'client backen
 FROM pg_stat_activity
 WHERE pid <> pg_backend_pid()
 """
+# The table's size as autovacuum sees it (reltuples), or as counted since the statistics began
+# when that is larger: a copied database starts its counts at zero, a new table has no
+# reltuples yet.
 DEAD_ROWS_SQL = """
-SELECT coalesce(sum(n_dead_tup), 0),
+SELECT coalesce(sum(s.n_dead_tup), 0),
        current_setting('autovacuum_vacuum_threshold')::float8
          + current_setting('autovacuum_vacuum_scale_factor')::float8
-           * coalesce(sum(n_live_tup + n_dead_tup), 0)
-FROM pg_stat_all_tables WHERE relid = ANY(%(rels)s)
+           * greatest(coalesce(sum(greatest(c.reltuples, 0)), 0),
+                      coalesce(sum(s.n_live_tup + s.n_dead_tup), 0))
+FROM pg_stat_all_tables s JOIN pg_class c ON c.oid = s.relid
+WHERE s.relid = ANY(%(rels)s)
 """
 
 
