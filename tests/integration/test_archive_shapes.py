@@ -595,3 +595,35 @@ def test_weekly_report_names_the_suffix_and_the_refused_table(
         "The last archival run of public.messages ended refused: "
         "public.messages: foreign key attachments_message_id_fkey"
     )
+
+
+def test_autovacuum_behind_pauses_archival(machine_db: Db) -> None:
+    machine_db.execute(
+        MESSAGES + "ALTER TABLE messages SET (autovacuum_enabled = off);"
+        "INSERT INTO messages SELECT g, 'p', 't', now() FROM generate_series(5001, 8000) g;"
+    )
+    machine_db.execute("DELETE FROM messages WHERE id > 5000")
+    wait_until(
+        lambda: machine_db.execute(
+            "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables WHERE relname = 'messages'"
+        )[0][0]
+    )
+    settings = {
+        "application_tables": [{"name": "messages", "retention_days": 10}],
+        "sidecar": {
+            "archive": {"pause_seconds": 0, "pause_check_seconds": 0.1, "max_pause_seconds": 0.3}
+        },
+    }
+    with in_process(machine_db.params, settings) as sidecar:
+        assert sidecar.run("archive") == "success"
+        stats = sidecar.ctx.state.snapshot()["tables"][("public", "messages")]
+        assert any("paused: autovacuum is behind: 3000 dead rows" in x for x in sidecar.lines)
+        assert (stats.outcome, stats.pauses) == ("deferred", {"autovacuum_behind": 1})
+        machine_db.execute("VACUUM messages")
+        wait_until(
+            lambda: machine_db.execute(
+                "SELECT n_dead_tup = 0 FROM pg_stat_user_tables WHERE relname = 'messages'"
+            )[0][0]
+        )
+        assert sidecar.run("archive") == "success"
+        assert "100 rows moved" in sidecar.message("archive")
