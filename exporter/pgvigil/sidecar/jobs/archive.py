@@ -326,7 +326,7 @@ def _wait_for_calm(
     result: TableResult,
 ) -> bool:
     """Wait while the database is under strain; False once this run paused too long."""
-    found = strain(conn, s, source.relations)
+    found = strain(conn, s, source.relations, result.moved)
     if found is None:
         return True
     reason, description = found
@@ -338,7 +338,7 @@ def _wait_for_calm(
             result.error = f"paused {s.max_pause_seconds:g}s (max_pause_seconds): {found[1]}"
             break
         ctx.stop.wait(s.pause_check_seconds)
-        found = strain(conn, s, source.relations)
+        found = strain(conn, s, source.relations, result.moved)
     waited = time.perf_counter() - started
     result.paused_seconds += waited
     ctx.state.archive_paused(source.schema, source.table, reason, waited)

@@ -6,9 +6,9 @@ Checked before every batch, each bound on its own (`null` in the config turns it
   `max_replica_lag_seconds`: the batches' WAL would widen the gap;
 * more than `max_active_sessions` other sessions running a statement, or more than
   `max_lock_waiters` sessions waiting for a lock: the application needs the server more;
-* autovacuum behind on the table: more dead rows than `autovacuum_behind_factor` times what
-  starts an autovacuum (`autovacuum_vacuum_threshold` + `autovacuum_vacuum_scale_factor` x
-  rows); archival would only pile up more.
+* autovacuum behind on the table: more dead rows (besides those this run deleted) than
+  `autovacuum_behind_factor` times what starts an autovacuum (`autovacuum_vacuum_threshold` +
+  `autovacuum_vacuum_scale_factor` x rows); archival would only pile up more.
 
 Seeing other sessions' activity takes pg_monitor (sql/maintenance_role.sql grants it).
 """
@@ -46,7 +46,7 @@ WHERE s.relid = ANY(%(rels)s)
 
 
 def strain(
-    conn: psycopg.Connection[Any], s: ArchiveSettings, relations: list[int]
+    conn: psycopg.Connection[Any], s: ArchiveSettings, relations: list[int], own_dead: int = 0
 ) -> tuple[str, str] | None:
     """(reason, description) of the first bound passed, or None when batches may go on."""
     if s.max_replica_lag_seconds is not None:
@@ -68,10 +68,13 @@ def strain(
             )
     if s.autovacuum_behind_factor is not None:
         dead, trigger = _one(conn, DEAD_ROWS_SQL, {"rels": relations})
-        if dead > s.autovacuum_behind_factor * trigger:
+        # The rows this run deleted are dead too, but they are archival's own backlog, not
+        # the application's churn that autovacuum failed to keep up with.
+        others = dead - own_dead
+        if others > s.autovacuum_behind_factor * trigger:
             return "autovacuum_behind", (
-                f"autovacuum is behind: {int(dead)} dead rows > {s.autovacuum_behind_factor:g} "
-                f"x {int(trigger)} (autovacuum_behind_factor)"
+                f"autovacuum is behind: {int(others)} dead rows > "
+                f"{s.autovacuum_behind_factor:g} x {int(trigger)} (autovacuum_behind_factor)"
             )
     return None
 
