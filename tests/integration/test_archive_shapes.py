@@ -316,6 +316,10 @@ SHAPES = [
 MATRIX: list[tuple[str, str, int, bool]] = []
 
 
+def _label(shape: Shape, db: Db) -> str:
+    return f"{shape.name} (PostgreSQL {db.server.version_num() // 10000})"
+
+
 def _relkind(conn: psycopg.Connection[Any], name: str) -> str | None:
     row = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (name,))
     found = row.fetchone()
@@ -361,25 +365,26 @@ def snapshot(db: Db, shape: Shape, columns: str) -> Snapshot:
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[s.name for s in SHAPES])
-def test_archive_shape(machine_db: Db, shape: Shape) -> None:
-    machine_db.execute(shape.setup)
-    with machine_db.connect() as conn:
+def test_archive_shape(database: Db, shape: Shape) -> None:
+    """On PostgreSQL 15 (the machine's) and 16 (embedded)."""
+    database.execute(shape.setup)
+    with database.connect() as conn:
         columns = _columns(conn)
-    before = snapshot(machine_db, shape, columns)
+    before = snapshot(database, shape, columns)
     assert sum(before.old.values()) > 0
     settings = {
         "application_tables": [{"name": "messages", "retention_days": 10}],
         "sidecar": {"archive": {"batch_size": 40, "pause_seconds": 0, **shape.archive}},
     }
     expected = "failure" if shape.outcome == "refused" else "success"
-    with in_process(machine_db.params, settings) as sidecar:
+    with in_process(database.params, settings) as sidecar:
         assert sidecar.run("archive", dry_run=True) == expected, sidecar.message("archive")
         plan = sidecar.message("archive")
-        assert snapshot(machine_db, shape, columns) == before, "the dry run changed something"
+        assert snapshot(database, shape, columns) == before, "the dry run changed something"
         assert sidecar.run("archive") == expected, sidecar.message("archive")
         message = sidecar.message("archive")
         stats = sidecar.ctx.state.snapshot()["tables"][("public", "messages")]
-    after = snapshot(machine_db, shape, columns)
+    after = snapshot(database, shape, columns)
     assert shape.says in message
     assert stats.outcome == shape.outcome, message
 
@@ -387,7 +392,7 @@ def test_archive_shape(machine_db: Db, shape: Shape) -> None:
         assert plan == message  # the dry run refuses with the same line
         assert len(message.splitlines()) == 1
         assert after == before, "a refused table was touched"
-        MATRIX.append((shape.name, "refused", 0, after == before))
+        MATRIX.append((_label(shape, database), "refused", 0, after == before))
         return
     archived = after.archive or Counter()
     new_in_archive = archived - (before.archive or Counter())
@@ -405,7 +410,7 @@ def test_archive_shape(machine_db: Db, shape: Shape) -> None:
     planned = re.search(r"would move (\d+) rows", plan)
     foreseen = shape.held if shape.name == "poison_key_already_archived" else 0
     assert planned and int(planned.group(1)) == moved + shape.held - foreseen, plan
-    MATRIX.append((shape.name, shape.outcome, moved, True))
+    MATRIX.append((_label(shape, database), shape.outcome, moved, True))
 
 
 def test_concurrent_application_writers(machine_db: Db) -> None:
