@@ -4,6 +4,13 @@ Every session carries `statement_timeout` and `lock_timeout` (and, for the expor
 `default_transaction_read_only`), set as startup options so they hold from the first query.
 The pool is tiny on purpose: the exporter must never hold more than a couple of connections
 however many scrapes arrive; scrapes are serialised before they reach it (see `scrape.py`).
+
+A session can go silent without closing (its backend stopped, the address moved at failover,
+a firewall dropping the flow). Server-side timeouts cannot help then, so every connection
+carries TCP keepalives and `tcp_user_timeout` (the kernel gives up on it), and a caller with a
+deadline can `interrupt_busy()`: cancel the running queries and discard their connections.
+Text is decoded as UTF-8 with replacement: one database name that is not valid UTF-8, or a
+SQL_ASCII database holding anything, must not fail every query that reads names.
 """
 
 from __future__ import annotations
@@ -11,14 +18,19 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
+import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import QueuePool
 
@@ -26,6 +38,28 @@ from pgvigil import redact
 from pgvigil.config import ConnectionConfig
 
 log = logging.getLogger(__name__)
+
+
+# libpq settings for a silent peer: probe after 10 s idle, every 5 s, give up after 3 misses;
+# data unacknowledged for 15 s ends the connection. A DSN that sets them wins.
+TCP_SETTINGS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
+# How long an interrupt waits for the server to take a cancel request before it discards the
+# connection anyway (a stopped backend or a stalled network never answers).
+CANCEL_WAIT_SECONDS = 1.0
+TEXT_TYPES = ("text", "name", "varchar", "bpchar", "unknown")
+
+
+class ReplacingTextLoader(Loader):
+    """Text as UTF-8, undecodable bytes as U+FFFD instead of an error for the whole query."""
+
+    def load(self, data: Any) -> str:
+        return bytes(data).decode("utf-8", "replace")
 
 
 class DsnError(Exception):
@@ -135,7 +169,11 @@ class Database:
         ]
         if read_only:
             options.append("-c default_transaction_read_only=on")
+        self._connections: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._connect_kwargs = {
+            # UTF-8 on the wire whatever the database's encoding (SQL_ASCII passes bytes as is).
+            "client_encoding": "UTF8",
+            **TCP_SETTINGS,
             **self.params,
             "connect_timeout": timeouts.connect_seconds,
             "application_name": application_name,
@@ -155,6 +193,9 @@ class Database:
     def connect(self) -> psycopg.Connection[Any]:
         """A new raw connection with the session settings (used by the pool and the probe)."""
         conn = psycopg.connect(**self._connect_kwargs)
+        for name in TEXT_TYPES:
+            conn.adapters.register_loader(name, ReplacingTextLoader)
+        self._connections.add(conn)
         # The server reports is_superuser at start-up: the check costs no query.
         if not self._warned_superuser and conn.info.parameter_status("is_superuser") == "on":
             self._warned_superuser = True
@@ -173,8 +214,46 @@ class Database:
             conn.execute("SELECT 1").fetchone()
         return time.perf_counter() - start
 
+    def interrupt_busy(self) -> int:
+        """Cancel every query this database's connections are running and discard those
+        connections; returns how many. For a caller whose deadline passed: the threads
+        waiting on those queries get an error at once rather than when the server answers."""
+        busy = [
+            c
+            for c in list(self._connections)
+            if not c.closed and c.pgconn.transaction_status == TransactionStatus.ACTIVE
+        ]
+        for conn in busy:
+            interrupt(conn)
+        return len(busy)
+
     def dispose(self) -> None:
         self.engine.dispose()
 
     def __repr__(self) -> str:
         return f"Database({describe(self.params)})"
+
+
+def interrupt(conn: psycopg.Connection[Any]) -> None:
+    """Cancel what `conn` runs, then shut its socket down, from a helper thread: the caller
+    never waits, and the thread blocked on `conn` wakes with an error (the pool then drops the
+    connection). The socket is duplicated first, so a connection closed meanwhile cannot make
+    the shutdown hit whatever socket reuses its descriptor number."""
+    try:
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+    except (OSError, psycopg.Error):  # already closed: nothing to interrupt
+        return
+
+    def cancel_then_discard() -> None:
+        try:
+            conn.cancel_safe(timeout=CANCEL_WAIT_SECONDS)
+        except Exception as e:  # the server may be unreachable: discarding is enough
+            log.debug("cancel request failed: %s", redact.scrub(str(e)))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    threading.Thread(target=cancel_then_discard, name="interrupt", daemon=True).start()

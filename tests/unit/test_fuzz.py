@@ -27,7 +27,7 @@ from pgvigil.cli import main
 from pgvigil.config import ConfigError, ConnectionConfig
 from pgvigil.db import Database, DsnError, describe, resolve_conninfo
 from pgvigil.exporter.collectors.size import SizeCollector
-from pgvigil.exporter.scrape import Scrape, make_registry, renderer
+from pgvigil.exporter.scrape import Scrape, renderer
 
 # PGVIGIL_FUZZ_EXAMPLES=1000 for a longer hunt; the default keeps CI quick.
 EXAMPLES = int(os.environ.get("PGVIGIL_FUZZ_EXAMPLES", "60"))
@@ -206,7 +206,7 @@ def test_odd_label_values_keep_the_exposition_parseable(names: list[str]) -> Non
         def collect(self):  # type: ignore[no-untyped-def]
             return []
 
-    page = renderer(make_registry(Scrape(db, [collector], NoProbe(db, config_module.Config()))))()
+    page = renderer(Scrape(db, [collector], NoProbe(db, config_module.Config())))()
     parsed = {
         s.labels["datname"]
         for family in text_string_to_metric_families(page.decode("utf-8"))

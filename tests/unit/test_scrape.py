@@ -13,17 +13,29 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pgvigil.config import Config
 from pgvigil.exporter.collectors.base import Collector, TTLCache
-from pgvigil.exporter.scrape import Scrape, SingleFlight, make_registry
+from pgvigil.exporter.scrape import Scrape, SingleFlight, make_registry, renderer
 
 
 class StandInDb:
-    def __init__(self, reachable: bool = True):
+    def __init__(self, reachable: bool = True, hangs: bool = False):
         self.reachable = reachable
+        self.hangs = threading.Event() if hangs else None
+        self.interrupted = 0
 
     def probe(self) -> float:
+        if self.hangs is not None:
+            self.hangs.wait(10)
         if not self.reachable:
             raise ConnectionError("connection refused")
         return 0.25
+
+    def interrupt_busy(self) -> int:
+        """What the real Database does at a deadline: the stuck query errors out."""
+        self.interrupted += 1
+        if self.hangs is not None:
+            self.hangs.set()
+        Hangs.release.set()
+        return 1
 
 
 class Answers(Collector):
@@ -43,12 +55,61 @@ class Breaks(Collector):
         raise TimeoutError("canceling statement due to statement timeout")
 
 
-def registry(db: Any, *collectors: type[Collector]) -> Any:
+class Hangs(Collector):
+    """A query on a session gone silent: returns only when interrupted."""
+
+    name = "hangs"
+    release = threading.Event()
+
+    def collect(self) -> Iterable[Metric]:
+        type(self).release.wait(10)
+        raise ConnectionError("server closed the connection unexpectedly")
+
+
+def scrape_of(db: Any, *collectors: type[Collector], timeout: float = 8.0) -> Scrape:
     from pgvigil.exporter.collectors import LatencyCollector
 
     cfg = Config()
-    scrape = Scrape(db, [c(db, cfg) for c in collectors], LatencyCollector(db, cfg))
-    return make_registry(scrape)
+    return Scrape(db, [c(db, cfg) for c in collectors], LatencyCollector(db, cfg), timeout)
+
+
+def registry(db: Any, *collectors: type[Collector]) -> Any:
+    return make_registry(scrape_of(db, *collectors))
+
+
+def test_at_the_deadline_unfinished_collectors_fail_and_the_rest_answer() -> None:
+    Hangs.release.clear()
+    db = StandInDb()
+    reg = make_registry(scrape_of(db, Answers, Hangs, Breaks, timeout=0.5))
+    assert reg.get_sample_value("pgvigil_up") == 1
+    assert reg.get_sample_value("pgvigil_answer") == 42
+    assert reg.get_sample_value("pgvigil_collector_success", {"collector": "answers"}) == 1
+    assert reg.get_sample_value("pgvigil_collector_success", {"collector": "hangs"}) == 0
+    # never started: still listed, as failed
+    assert reg.get_sample_value("pgvigil_collector_success", {"collector": "breaks"}) == 0
+    assert db.interrupted == 1
+
+
+def test_a_probe_unfinished_at_the_deadline_is_up_zero() -> None:
+    db = StandInDb(hangs=True)
+    page = renderer(scrape_of(db, Answers, timeout=0.3))().decode()
+    assert "pgvigil_up 0.0" in page
+    assert 'pgvigil_collector_success{collector="latency"} 0.0' in page
+    assert 'pgvigil_collector_success{collector="answers"} 0.0' in page
+
+
+def test_a_scrape_waiting_behind_a_stuck_one_answers_by_its_own_deadline() -> None:
+    Hangs.release.clear()
+    db = StandInDb()
+    flight = renderer(scrape_of(db, Hangs, timeout=30))
+    first = threading.Thread(target=flight)  # no deadline of its own: holds the flight
+    first.start()
+    time.sleep(0.2)
+    page = flight(time.monotonic() + 0.3).decode()
+    Hangs.release.set()
+    first.join()
+    assert "pgvigil_up 0.0" in page
+    assert 'pgvigil_collector_success{collector="hangs"} 0.0' in page
 
 
 def test_a_failing_collector_reports_zero_and_the_others_still_answer() -> None:
@@ -85,7 +146,7 @@ def test_single_flight_shares_one_render_among_concurrent_callers() -> None:
     renders = 0
     gate = threading.Event()
 
-    def render() -> bytes:
+    def render(_deadline: float | None) -> bytes:
         nonlocal renders
         renders += 1
         gate.wait(1)

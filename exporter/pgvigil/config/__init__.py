@@ -70,6 +70,30 @@ class CacheConfig(Strict):
     )
 
 
+class ScrapeConfig(Strict):
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
+        8.0,
+        description="Deadline of one scrape when the scraper sends no "
+        "X-Prometheus-Scrape-Timeout-Seconds header (curl, vmagent...): below Prometheus' "
+        "default 10 s scrape_timeout, leaving 2 s for the network and for rendering.",
+    )
+    header_margin_seconds: Annotated[float, Field(ge=0, le=10)] = Field(
+        0.5,
+        description="Taken off the scraper's own timeout (the header) so the page reaches it "
+        "before it gives up.",
+    )
+
+    def deadline_seconds(self, header: str | None) -> float:
+        """Seconds one scrape may take: the scraper's timeout less the margin, else ours."""
+        try:
+            offered = float(header) if header else None
+        except ValueError:
+            offered = None
+        if offered is None or not 0 < offered < 3600:
+            return self.timeout_seconds
+        return max(offered - self.header_margin_seconds, 0.1)
+
+
 class WebConfig(Strict):
     listen_address: str = "127.0.0.1:9839"
     telemetry_path: str = "/metrics"
@@ -103,6 +127,7 @@ class Config(Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    scrape: ScrapeConfig = Field(default_factory=ScrapeConfig)
     # Sections read by other parts of pgvigil; validated by their own models when those load.
     sidecar: SidecarConfig = Field(default_factory=SidecarConfig)
     queries: list[CustomQuery] = Field(default_factory=list)

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             {**params, "user": "pgvigil"}, db_module.Timeouts.from_config(config.connection)
         )
         http = web.make_server(
-            args.listen_address, build_routes(build_scrape(database, config), "/metrics")
+            args.listen_address, build_routes(build_scrape(database, config), config)
         )
         inserter = demodata.SteadyInserter(params, args.rate)
         inserter.start()

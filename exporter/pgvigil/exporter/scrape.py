@@ -10,7 +10,9 @@
 A collector that raises (a timeout, a missing privilege, a bug) is logged once per failure
 streak and reported as success 0; its half-built families are dropped and the others still
 answer. When the probe fails, nothing else is attempted: a down database is a normal state
-that must answer fast.
+that must answer fast. Every scrape has a deadline (the scraper's
+X-Prometheus-Scrape-Timeout-Seconds less a margin, else `scrape.timeout_seconds`): whatever
+the database or the network does, the page answers by then with what finished.
 """
 
 from __future__ import annotations
@@ -18,27 +20,134 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as RegistryCollector
 
 from pgvigil import __version__
+from pgvigil.config import ScrapeConfig
 from pgvigil.db import Database
 from pgvigil.exporter.collectors import Collector
+from pgvigil.web.server import request_header
 
 log = logging.getLogger(__name__)
 
 
+DEFAULT_TIMEOUT_SECONDS = ScrapeConfig().timeout_seconds
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+
+
+def request_deadline(config: ScrapeConfig) -> float:
+    """When the scrape being served must answer (time.monotonic)."""
+    return time.monotonic() + config.deadline_seconds(request_header(SCRAPE_TIMEOUT_HEADER))
+
+
+@dataclass
+class _Outcome:
+    families: list[Metric]
+    ok: bool
+    seconds: float
+
+
+@dataclass
+class _Progress:
+    """What one scrape's worker has finished so far; read by the scrape at its deadline."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: dict[str, _Outcome] = field(default_factory=dict)
+    running: str | None = None
+    running_since: float = 0.0
+    abandoned: bool = False
+
+    def record(self, name: str, outcome: _Outcome) -> bool:
+        with self.lock:
+            if not self.abandoned:
+                self.done[name] = outcome
+            return not self.abandoned
+
+    def start(self, name: str) -> bool:
+        with self.lock:
+            self.running, self.running_since = name, time.perf_counter()
+            return not self.abandoned
+
+
 class Scrape(RegistryCollector):
-    def __init__(self, db: Database, collectors: Sequence[Collector], probe: Collector):
+    """The probe and the collectors run in a worker thread, one after the other; the scrape
+    waits for them until its deadline (`deadline()`, else `timeout` seconds). At the deadline
+    the running queries are cancelled and the page says what did not finish: `pgvigil_up 0`
+    when the probe did not, else `pgvigil_collector_success 0` for each unfinished collector."""
+
+    def __init__(
+        self,
+        db: Database,
+        collectors: Sequence[Collector],
+        probe: Collector,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ):
         self.db = db
         self.collectors = list(collectors)
         self.probe = probe
+        self.timeout = timeout
         self._failing: set[str] = set()
+        self._local = threading.local()
+
+    @contextmanager
+    def deadline(self, at: float) -> Iterator[None]:
+        """Scrapes collected by this thread inside the block end at `at` (time.monotonic)."""
+        self._local.deadline = at
+        try:
+            yield
+        finally:
+            self._local.deadline = None
 
     def collect(self) -> Iterable[Metric]:
+        deadline = getattr(self._local, "deadline", None) or time.monotonic() + self.timeout
+        progress = _Progress()
+        worker = None
+        if deadline > time.monotonic():
+            worker = threading.Thread(
+                target=self._work, args=(progress,), name="scrape", daemon=True
+            )
+            worker.start()
+            worker.join(max(deadline - time.monotonic(), 0))
+        if worker is None or worker.is_alive():
+            self._give_up(progress)
+        yield from self._page(progress)
+
+    def _work(self, progress: _Progress) -> None:
+        for collector in [self.probe, *self.collectors]:
+            if not progress.start(collector.name):
+                return
+            outcome = self._run(collector)
+            if not progress.record(collector.name, outcome):
+                return
+            if collector is self.probe and not outcome.ok:
+                return  # down is a normal state: answer at once, try nothing else
+
+    def _give_up(self, progress: _Progress) -> None:
+        """The deadline passed: freeze what finished and interrupt what runs. The worker
+        thread ends as soon as its query errors out; its later results are ignored."""
+        with progress.lock:
+            progress.abandoned = True
+            running = progress.running
+        if running is None:
+            return  # no time was left even to start (it went to waiting for another scrape)
+        interrupted = self.db.interrupt_busy()
+        if running not in self._failing:
+            log.warning(
+                "scrape deadline passed while %s ran: %d running %s cancelled, "
+                "unfinished collectors reported as failed",
+                running,
+                interrupted,
+                "query" if interrupted == 1 else "queries",
+            )
+        self._failing.add(running)
+
+    def _page(self, progress: _Progress) -> Iterable[Metric]:
         success = GaugeMetricFamily(
             "pgvigil_collector_success",
             "1 when the collector answered in the last scrape, else 0.",
@@ -49,17 +158,24 @@ class Scrape(RegistryCollector):
             "Time the collector took in the last scrape.",
             labels=["collector"],
         )
-        families, up = self._run(self.probe, success, duration)
+        with progress.lock:
+            done = dict(progress.done)
+            running, since = progress.running, progress.running_since
+        probe = done.get(self.probe.name)
+        up = probe is not None and probe.ok
         yield GaugeMetricFamily(
             "pgvigil_up", "1 when the last scrape reached the database, else 0.", value=float(up)
         )
-        yield from families
-        for collector in self.collectors:
-            if up:
-                families, _ = self._run(collector, success, duration)
-                yield from families
-            else:
-                success.add_metric([collector.name], 0.0)
+        for collector in [self.probe, *self.collectors]:
+            outcome = done.get(collector.name)
+            if outcome is not None:
+                yield from outcome.families
+                success.add_metric([collector.name], 1.0 if outcome.ok else 0.0)
+                duration.add_metric([collector.name], outcome.seconds)
+                continue
+            success.add_metric([collector.name], 0.0)
+            if collector.name == running:  # what the deadline interrupted: how long it ran
+                duration.add_metric([collector.name], time.perf_counter() - since)
         yield success
         yield duration
         info = GaugeMetricFamily(
@@ -68,9 +184,7 @@ class Scrape(RegistryCollector):
         info.add_metric([__version__], 1.0)
         yield info
 
-    def _run(
-        self, collector: Collector, success: GaugeMetricFamily, duration: GaugeMetricFamily
-    ) -> tuple[list[Metric], bool]:
+    def _run(self, collector: Collector) -> _Outcome:
         start = time.perf_counter()
         try:
             families = list(collector.collect())
@@ -84,9 +198,7 @@ class Scrape(RegistryCollector):
             if collector.name in self._failing:
                 log.info("collector %s answers again", collector.name)
                 self._failing.discard(collector.name)
-        success.add_metric([collector.name], 1.0 if ok else 0.0)
-        duration.add_metric([collector.name], time.perf_counter() - start)
-        return families, ok
+        return _Outcome(families, ok, time.perf_counter() - start)
 
 
 def _one_line(e: BaseException) -> str:
@@ -95,25 +207,33 @@ def _one_line(e: BaseException) -> str:
 
 
 class SingleFlight:
-    """Runs `render` for one caller at a time; callers that arrived while a render was in
-    flight wait and share the next result that started after they arrived. Fifty concurrent
-    scrapes thus cost one or two collections, and the pool never grows past its size."""
+    """Runs `render(deadline)` for one caller at a time; callers that arrived while a render
+    was in flight wait and share the next result that started after they arrived. Fifty
+    concurrent scrapes thus cost one or two collections, and the pool never grows past its
+    size. No caller waits past its own deadline: one still waiting then renders the page of a
+    scrape that had no time (`pgvigil_up 0`), which touches no database."""
 
-    def __init__(self, render: Callable[[], bytes]):
+    def __init__(self, render: Callable[[float | None], bytes]):
         self._render = render
         self._lock = threading.Lock()
         self._result: bytes | None = None
         self._started = float("-inf")
 
-    def __call__(self) -> bytes:
+    def __call__(self, deadline: float | None = None) -> bytes:
         arrived = time.monotonic()
-        with self._lock:
+        wait = -1.0 if deadline is None else max(deadline - arrived, 0.0)
+        if not self._lock.acquire(timeout=wait):
+            assert deadline is not None
+            return self._render(deadline)
+        try:
             if self._result is not None and self._started >= arrived:
                 return self._result
             started = time.monotonic()
-            self._result = self._render()
+            self._result = self._render(deadline)
             self._started = started
             return self._result
+        finally:
+            self._lock.release()
 
 
 def make_registry(scrape: Scrape) -> CollectorRegistry:
@@ -123,5 +243,14 @@ def make_registry(scrape: Scrape) -> CollectorRegistry:
     return registry
 
 
-def renderer(registry: CollectorRegistry) -> SingleFlight:
-    return SingleFlight(lambda: generate_latest(registry))
+def renderer(scrape: Scrape) -> SingleFlight:
+    """The single-flight page of one scrape; call it with the scrape's deadline."""
+    registry = make_registry(scrape)
+
+    def render(deadline: float | None) -> bytes:
+        if deadline is None:
+            return generate_latest(registry)
+        with scrape.deadline(deadline):
+            return generate_latest(registry)
+
+    return SingleFlight(render)

@@ -21,7 +21,7 @@ from pgvigil.config import Config
 from pgvigil.exporter import targets as multitarget
 from pgvigil.exporter.collectors import NAMES as COLLECTOR_NAMES
 from pgvigil.exporter.collectors import StatementsCollector
-from pgvigil.exporter.scrape import Scrape, make_registry, renderer
+from pgvigil.exporter.scrape import Scrape, renderer, request_deadline
 from pgvigil.web import config as webconfig
 from pgvigil.web import server as web
 from pgvigil.web.listen import bind_problem
@@ -91,9 +91,12 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def build_routes(
-    scrape: Scrape, telemetry_path: str, targets: multitarget.Targets | None = None
+    scrape: Scrape,
+    config: Config,
+    targets: multitarget.Targets | None = None,
 ) -> dict[str, web.Handler]:
-    render = renderer(make_registry(scrape))
+    render = renderer(scrape)
+    telemetry_path = config.web.telemetry_path
     links = {telemetry_path: "Metrics", "/healthz": "Health"}
     if targets is not None:
         links["/sd"] = "Targets for /probe?target=NAME (Prometheus HTTP SD)"
@@ -102,7 +105,9 @@ def build_routes(
         links["/queries"] = "Text of the queries with their own series (pg_stat_statements)"
     routes = {
         "/": web.landing_page("pgvigil exporter", links),
-        telemetry_path: lambda _q: web.Response(200, CONTENT_TYPE_PLAIN_0_0_4, render()),
+        telemetry_path: lambda _q: web.Response(
+            200, CONTENT_TYPE_PLAIN_0_0_4, render(request_deadline(config.scrape))
+        ),
         "/healthz": lambda _q: web.Response.text("ok\n"),
     }
     if statements is not None:
@@ -142,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = web.make_server(
             config.web.listen_address,
-            build_routes(scrape, config.web.telemetry_path, targets),
+            build_routes(scrape, config, targets),
             config.web.config_file,
         )
     except OSError as e:

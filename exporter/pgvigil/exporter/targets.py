@@ -32,7 +32,7 @@ from pgvigil.config import Config, ConnectionConfig
 from pgvigil.exporter.collectors import ALL, Collector, LatencyCollector
 from pgvigil.exporter.collectors.base import TTLCache
 from pgvigil.exporter.collectors.custom import query_collectors
-from pgvigil.exporter.scrape import Scrape, make_registry, renderer
+from pgvigil.exporter.scrape import Scrape, renderer, request_deadline
 from pgvigil.redact import scrub
 from pgvigil.web import server as web
 
@@ -60,7 +60,9 @@ def build_scrape(
         c(db, config) for c in ALL if config.collector_enabled(c.name) and c.name not in skip
     ]
     collectors += query_collectors(db, config)
-    return Scrape(db, collectors, LatencyCollector(db, config))
+    return Scrape(
+        db, collectors, LatencyCollector(db, config), timeout=config.scrape.timeout_seconds
+    )
 
 
 def resolve_named(config: Config) -> dict[str, dict[str, Any]]:
@@ -80,7 +82,7 @@ def resolve_named(config: Config) -> dict[str, dict[str, Any]]:
 @dataclass
 class _Target:
     db: db_module.Database
-    render: Callable[[], bytes]
+    render: Callable[[float | None], bytes]
 
 
 class Targets:
@@ -124,10 +126,10 @@ class Targets:
             if target is None:
                 db = db_module.Database(params, self._timeouts)
                 scrape = build_scrape(db, self.config, skip=skip)
-                target = _Target(db, renderer(make_registry(scrape)))
+                target = _Target(db, renderer(scrape))
                 self._targets[name] = target
                 log.info("first probe of target %s (%s)", name, db_module.describe(params))
-        return target.render()
+        return target.render(request_deadline(self.config.scrape))
 
     def probe(self, query: Mapping[str, Sequence[str]]) -> web.Response:
         wanted = query.get("target") or []

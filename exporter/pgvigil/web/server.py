@@ -79,6 +79,16 @@ _PLAIN_HTTP_TO_TLS = (
 )
 
 
+_request = threading.local()
+
+
+def request_header(name: str) -> str | None:
+    """A header of the request this thread is serving, for a handler that needs one (the
+    scrape timeout Prometheus sends); None outside a request."""
+    headers = getattr(_request, "headers", None)
+    return None if headers is None else headers.get(name)
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
@@ -95,6 +105,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if handler is None:
             self._send(Response.text("not found\n", 404))
             return
+        _request.headers = self.headers
         try:
             response = handler(parse_qs(url.query))
         except Exception as e:  # a bug in one page must not kill the server
