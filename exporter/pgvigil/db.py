@@ -52,7 +52,7 @@ TCP_SETTINGS = {
 # How long an interrupt waits for the server to take a cancel request before it discards the
 # connection anyway (a stopped backend or a stalled network never answers).
 CANCEL_WAIT_SECONDS = 1.0
-TEXT_TYPES = ("text", "name", "varchar", "bpchar", "unknown")
+TEXT_TYPES = ("text", "name", "varchar", "bpchar")
 
 
 class ReplacingTextLoader(Loader):

@@ -7,11 +7,14 @@ the configured timeouts; they are not benchmarks.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +22,19 @@ import pytest
 import yaml
 
 from pgvigil.demo import data as demodata
+from pgvigil.exporter.scrape import SCRAPE_TIMEOUT_HEADER
 from tests.support.postgres import Cluster, Server, cluster, wait_until
 from tests.support.processes import Process, parse_samples, pgvigil_cmd, pgvigil_serve, sample
+from tests.support.proxy import proxy
 from tests.support.sidecar import env_for, pgvigil_sidecar, write_config
 
 CONNECT_TIMEOUT, STATEMENT_TIMEOUT, LOCK_TIMEOUT = 2, 2.0, 0.5
 # Probe + every collector, each bounded by its timeouts, plus process and CI slack.
 SCRAPE_BOUND = CONNECT_TIMEOUT + 2 * STATEMENT_TIMEOUT + 12
+# What Prometheus sends as its scrape timeout in the deadline tests; pgvigil answers half a
+# second before it. The bound adds slack for a loaded CI machine, not a benchmark.
+PROMETHEUS_TIMEOUT = 4.0
+DEADLINE_BOUND = PROMETHEUS_TIMEOUT + 3
 CONNECTION = {
     "connect_timeout_seconds": CONNECT_TIMEOUT,
     "statement_timeout_seconds": STATEMENT_TIMEOUT,
@@ -40,11 +49,55 @@ def exporter_config(tmp_path: Path) -> Path:
     return path
 
 
-def timed_scrape(p: Process) -> tuple[float, dict[Any, float]]:
+def timed_scrape(
+    p: Process, scrape_timeout: float | None = None, path: str = "/metrics"
+) -> tuple[float, dict[Any, float]]:
+    """One scrape as Prometheus sends it (with its timeout header when given)."""
+    headers = {} if scrape_timeout is None else {SCRAPE_TIMEOUT_HEADER: str(scrape_timeout)}
     start = time.monotonic()
-    with urllib.request.urlopen(p.url + "/metrics", timeout=120) as r:
+    request = urllib.request.Request(p.url + path, headers=headers)
+    with urllib.request.urlopen(request, timeout=120) as r:
         text = r.read().decode()
     return time.monotonic() - start, parse_samples(text)
+
+
+def report(fault: str, **seconds: float) -> None:
+    """The measured times, for the closing note of the fault (run pytest with -s)."""
+    print(f"\nFAULT {fault}: " + ", ".join(f"{k} {v:.2f}s" for k, v in seconds.items()))
+
+
+def time_to_recover(p: Process) -> float:
+    start = time.monotonic()
+
+    def healthy() -> bool:
+        _, s = timed_scrape(p)
+        return sample(s, "pgvigil_up") == 1.0 and not failed_collectors(s)
+
+    wait_until(healthy, timeout=60, interval=0.2)
+    return time.monotonic() - start
+
+
+def backend_pids(c: Chat, application_name: str) -> list[int]:
+    with c.server.connect() as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+            "AND datname = current_database() AND pid <> pg_backend_pid()",
+            [application_name],
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+@contextmanager
+def stopped(pids: list[int]) -> Iterator[None]:
+    """SIGSTOP: the process keeps its sockets open and answers nothing, as a backend stuck in
+    I/O does; SIGCONT on the way out whatever happens."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def failed_collectors(samples: dict[Any, float]) -> set[str]:
@@ -159,6 +212,81 @@ def test_scrape_returns_while_a_table_is_locked(tmp_path: Path, chat: Chat) -> N
         assert sample(samples, "pgvigil_collector_success", collector="size") == 1.0
         _, samples = timed_scrape(p)
         assert failed_collectors(samples) == set()
+
+
+def test_a_stopped_pooled_backend_costs_the_collectors_not_the_page(
+    tmp_path: Path, chat: Chat
+) -> None:
+    """The pooled session goes silent (its backend stopped) while new connections work:
+    the probe still answers, every collector that needed the silent session is reported as
+    failed by the deadline, and after SIGCONT the next scrapes are whole again."""
+    with pgvigil_serve(
+        tmp_path, ["--config.file", str(exporter_config(tmp_path))], {"DATA_SOURCE_NAME": chat.dsn}
+    ) as p:
+        _, samples = timed_scrape(p)
+        assert sample(samples, "pgvigil_up") == 1.0
+        pids = backend_pids(chat, "pgvigil")
+        assert pids, "the exporter keeps a pooled session"
+        with stopped(pids):
+            elapsed, samples = timed_scrape(p, PROMETHEUS_TIMEOUT)
+            assert elapsed < DEADLINE_BOUND
+            assert sample(samples, "pgvigil_up") == 1.0  # a new connection still answers
+            assert "server" in failed_collectors(samples)
+            # a second scrape meanwhile is not queued behind the first
+            again, samples = timed_scrape(p, PROMETHEUS_TIMEOUT)
+            assert again < DEADLINE_BOUND
+        recovered = time_to_recover(p)
+        log = p.log()
+    assert "scrape deadline passed" in log and "Traceback" not in log
+    report("SIGSTOP of the pooled backend", answer=elapsed, second=again, recover=recovered)
+
+
+def test_a_stopped_server_is_up_zero_by_the_deadline(tmp_path: Path, chat: Chat) -> None:
+    """The postmaster and the pooled backend stopped: nothing answers, not even a new
+    connection, and the deadline (1.5 s) comes before connect_timeout (2 s)."""
+    with pgvigil_serve(
+        tmp_path, ["--config.file", str(exporter_config(tmp_path))], {"DATA_SOURCE_NAME": chat.dsn}
+    ) as p:
+        _, samples = timed_scrape(p)
+        postmaster = int((chat.cluster.data / "postmaster.pid").read_text().split()[0])
+        with stopped([postmaster, *backend_pids(chat, "pgvigil")]):
+            elapsed, samples = timed_scrape(p, 2.0)
+            assert elapsed < 2.0 + 3
+            assert sample(samples, "pgvigil_up") == 0.0
+        recovered = time_to_recover(p)
+    report("SIGSTOP of the postmaster and the pooled backend", answer=elapsed, recover=recovered)
+
+
+def test_a_stalled_or_slow_network_answers_by_the_deadline(tmp_path: Path, chat: Chat) -> None:
+    """Through a proxy: the established session stalls (new connections pass), then every
+    chunk is delayed 0.1 s. Each scrape answers by its deadline with what finished."""
+    with proxy(("127.0.0.1", chat.cluster.port)) as px:
+        dsn = f"host=127.0.0.1 port={px.port} user=postgres dbname={chat.name}"
+        with pgvigil_serve(
+            tmp_path, ["--config.file", str(exporter_config(tmp_path))], {"DATA_SOURCE_NAME": dsn}
+        ) as p:
+            _, samples = timed_scrape(p)
+            assert sample(samples, "pgvigil_up") == 1.0 and not failed_collectors(samples)
+            px.stall()
+            stalled, samples = timed_scrape(p, PROMETHEUS_TIMEOUT)
+            assert stalled < DEADLINE_BOUND
+            assert "server" in failed_collectors(samples)
+            px.resume()
+            recovered = time_to_recover(p)
+
+            px.delay = 0.1
+            slow, samples = timed_scrape(p, 10.0)
+            assert slow < 10.0 + 3
+            assert sample(samples, "pgvigil_up") is not None
+            unfinished = failed_collectors(samples)
+            px.delay = 0.0
+            recovered_slow = time_to_recover(p)
+    report("stalled session (proxy)", answer=stalled, recover=recovered)
+    report(
+        f"0.1 s per chunk (proxy); unfinished: {', '.join(sorted(unfinished)) or 'none'}",
+        answer=slow,
+        recover=recovered_slow,
+    )
 
 
 def test_scrape_returns_when_the_server_accepts_but_never_answers(tmp_path: Path) -> None:
