@@ -475,3 +475,93 @@ def test_sidecar_follows_a_stop_and_restart(tmp_path: Path, chat: Chat) -> None:
             timeout=30,
         )
         assert quick_check("pgvigil_sidecar_job_consecutive_failures") == 0.0
+
+
+def archive_backend_pids(c: Chat) -> list[int]:
+    """The archive job's own sessions (not its advisory-lock session, nor other jobs')."""
+    with c.server.connect() as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgvigil-sidecar' "
+            "AND datname = current_database() AND query ~ 'messages'"
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def test_sigterm_ends_run_job_while_its_batch_is_stalled(tmp_path: Path, chat: Chat) -> None:
+    """Every session of `run-job archive` stopped mid-run: SIGTERM still ends it within a few
+    seconds (grace, cancel, discard), with exit code 130 and no row lost or moved twice."""
+    before = snapshot(chat)["live"]
+    config = archive_config(tmp_path, batch_size=10, min_batch_size=5, pause_seconds=0.2)
+    job = run_job(config, chat.dsn)
+    try:
+        wait_until(lambda: snapshot(chat)["archived"], timeout=30, interval=0.1)
+        with stopped(backend_pids(chat, "pgvigil-sidecar")):
+            time.sleep(0.5)  # the batch or the lock's unlock is now waiting on silence
+            start = time.monotonic()
+            job.send_signal(signal.SIGTERM)
+            out, err = job.communicate(timeout=60)
+            elapsed = time.monotonic() - start
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    assert job.returncode == 130, err
+    assert "stopped by a signal" in out
+    assert "Traceback" not in err
+    assert elapsed < 10
+    now = snapshot(chat)
+    assert now["old_left"] > 0  # it really stopped mid-way
+    assert_nothing_lost(before, now)
+    report("SIGTERM of run-job archive with its sessions stopped", exit=elapsed)
+
+
+def test_a_hung_job_is_cancelled_by_the_client_and_the_others_keep_their_schedule(
+    tmp_path: Path, chat: Chat
+) -> None:
+    before = snapshot(chat)["live"]
+    config = write_config(
+        tmp_path,
+        {
+            "archive": {
+                "batch_size": 10,
+                "min_batch_size": 5,
+                "pause_seconds": 0.3,
+                "lock_timeout_seconds": 0.3,
+                "statement_timeout_seconds": 2,
+                "analyze_after_rows": 0,
+            },
+            "jobs": {"archive": {"every": "1s"}, "quick_check": {"every": "1s"}},
+        },
+        application_tables=[{"name": "messages", "retention_days": RETENTION_DAYS}],
+        connection=CONNECTION,
+    )
+    with pgvigil_sidecar(tmp_path, chat.dsn, config) as p:
+
+        def job_sample(name: str, task: str) -> float:
+            return sample(parse_samples(p.get()), name, task=task) or 0.0
+
+        last_success = "pgvigil_sidecar_job_last_success_timestamp_seconds"
+
+        wait_until(lambda: snapshot(chat)["archived"], timeout=30, interval=0.1)
+        pids = wait_until(lambda: archive_backend_pids(chat), timeout=10, interval=0.05)
+        with stopped(pids):
+            start = time.monotonic()
+            checked = job_sample(last_success, "quick_check")
+            wait_until(
+                lambda: job_sample("pgvigil_sidecar_job_failures_total", "archive") >= 1,
+                timeout=30,
+                interval=0.1,
+            )
+            failed_after = time.monotonic() - start
+            # meanwhile the quick check went on by its schedule
+            wait_until(
+                lambda: job_sample(last_success, "quick_check") > checked,
+                timeout=10,
+            )
+        start = time.monotonic()
+        wait_until(lambda: snapshot(chat)["old_left"] == 0, timeout=90, interval=0.2)
+        recovered = time.monotonic() - start
+        log = p.log()
+    assert "got no answer from the server" in log and "Traceback" not in log
+    assert_nothing_lost(before, snapshot(chat))
+    report("archive session stopped under the sidecar", fail=failed_after, finish=recovered)

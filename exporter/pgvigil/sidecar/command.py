@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +91,7 @@ def build_context(config: Config) -> tuple[JobContext, dict[str, Any]]:
     return ctx, params
 
 
-def stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM / Ctrl-C ask the running job to stop after its current batch."""
+def stop_on_signals(ctx: JobContext) -> None:
+    """SIGTERM / Ctrl-C ask the running jobs to stop after their current batch."""
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: ctx.request_stop())

@@ -16,6 +16,7 @@ from pgvigil.config.sidecar import JobSchedule
 from pgvigil.config.thresholds import Thresholds, load_thresholds
 from pgvigil.db import Database
 from pgvigil.requirements import Requirement
+from pgvigil.sidecar.deadlines import cursor_with_deadline, interrupt_after_grace
 from pgvigil.sidecar.metrics import SidecarState
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,20 @@ class JobContext:
     def stopping(self) -> bool:
         return self.stop.is_set()
 
+    def request_stop(self) -> None:
+        """SIGTERM / Ctrl-C: jobs stop after their current batch; a batch still running a
+        moment later is interrupted (see deadlines.py)."""
+        if not self.stop.is_set():
+            self.stop.set()
+            interrupt_after_grace(self.database)
+
     def connect(
         self, *, statement_timeout: float, lock_timeout: float, autocommit: bool = True
     ) -> psycopg.Connection[Any]:
-        """A fresh connection for one job with its own timeouts (seconds)."""
+        """A fresh connection for one job with its own timeouts (seconds), enforced by the
+        server and, should the server not answer, by the client."""
         conn = self.database.connect()
+        conn.cursor_factory = cursor_with_deadline(max(statement_timeout, lock_timeout))
         conn.autocommit = True
         conn.execute(
             "SELECT set_config('statement_timeout', %(st)s, false),"

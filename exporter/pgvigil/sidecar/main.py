@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from pgvigil.sidecar.command import (
     stop_on_signals,
 )
 from pgvigil.sidecar.context import JobContext
+from pgvigil.sidecar.deadlines import GRACE_SECONDS, STOP_GRACE_SECONDS
 from pgvigil.sidecar.jobs import report, schedules
 from pgvigil.sidecar.runner import run_job
 from pgvigil.web import config as webconfig
@@ -28,6 +31,35 @@ log = logging.getLogger(__name__)
 
 # The loop sleeps until the next job is due, but wakes this often to notice requests.
 MAX_SLEEP_SECONDS = 30.0
+# On the way out, how long the loop waits for the running jobs once they were interrupted.
+JOIN_SECONDS = STOP_GRACE_SECONDS + GRACE_SECONDS + 3.0
+
+
+class JobThreads:
+    """Each job runs in its own thread, so a slow or hung job never holds up the schedule
+    of the others; a job still running when it is due again skips that run (and says so)."""
+
+    def __init__(self, ctx: JobContext):
+        self.ctx = ctx
+        self._running: dict[str, threading.Thread] = {}
+
+    def start(self, name: str) -> None:
+        running = self._running.get(name)
+        if running is not None and running.is_alive():
+            log.warning("job %s is still running from its last start: this run is skipped", name)
+            return
+        thread = threading.Thread(
+            target=run_job, args=(name, self.ctx), name=f"job-{name}", daemon=True
+        )
+        self._running[name] = thread
+        thread.start()
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for name, thread in self._running.items():
+            thread.join(max(deadline - time.monotonic(), 0))
+            if thread.is_alive():
+                log.warning("job %s did not stop in time; exiting anyway", name)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if args.check_config or args.check_connection:
         also = [webconfig.check(web_config)] if web_config is not None else []
         return check_and_exit(args, ctx, params, *also)
-    sched, jobs = scheduler.build(config.sidecar, lambda name: run_job(name, ctx))
+    threads = JobThreads(ctx)
+    sched, jobs = scheduler.build(config.sidecar, threads.start)
     ctx.state.set_report(report.latest_headline(config.sidecar.report.directory))
     routes = http.build_routes(
         ctx.state,
@@ -81,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # Each job's outcome is logged with its summary; the step-by-step lines are for run-job.
     ctx.progress = log.debug
-    stop_on_signals(ctx.stop)
+    stop_on_signals(ctx)
     web.serve_in_thread(server)
     log.info(
         "pgvigil sidecar listening on %s for %s; timezone %s; %s",
@@ -91,21 +124,23 @@ def run(args: argparse.Namespace) -> int:
         ", ".join(f"{n} {s.describe()}" for n, s in schedules(config.sidecar).items()),
     )
     try:
-        loop(ctx, sched)
+        loop(ctx, sched, threads)
     finally:
         log.info("shutting down")
+        ctx.request_stop()
+        threads.join(JOIN_SECONDS)
         server.shutdown()
         server.server_close()
         ctx.database.dispose()
     return 0
 
 
-def loop(ctx: JobContext, sched: Any) -> None:
+def loop(ctx: JobContext, sched: Any, threads: JobThreads) -> None:
     while not ctx.stopping():
         sched.run_pending()
         if ctx.state.take_archive_request() and not ctx.stopping():
             log.info("the database passed its size warning threshold: archiving now")
-            run_job("archive", ctx)
+            threads.start("archive")
         idle = sched.idle_seconds
         ctx.stop.wait(
             MAX_SLEEP_SECONDS if idle is None else min(max(idle, 0.05), MAX_SLEEP_SECONDS)

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         ctx.progress, ctx.progress_bar = terminal.line, terminal.bar
     else:
         ctx.progress = lambda line: print(line, flush=True)
-    stop_on_signals(ctx.stop)
+    stop_on_signals(ctx)
     try:
         outcome = run_job(args.job, ctx)
     finally:

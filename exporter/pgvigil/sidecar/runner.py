@@ -43,7 +43,11 @@ def run_job(name: str, ctx: JobContext) -> str:
                 )
     except Exception as e:  # a failed job is an outcome (metric + log), not a crash
         message = _one_line(e)
-        log.error("job %s failed: %s", name, message)
+        if ctx.stopping():  # interrupted on the way out: its open batch was rolled back
+            outcome, message = "stopped", f"interrupted while stopping ({message})"
+            log.info("job %s %s", name, message)
+        else:
+            log.error("job %s failed: %s", name, message)
     finally:
         ctx.state.job_finished(name, outcome, time.perf_counter() - start, scrub(message))
     return outcome
