@@ -32,6 +32,7 @@ from pgvigil import __version__
 from pgvigil.config import ScrapeConfig
 from pgvigil.db import Database
 from pgvigil.exporter.collectors import Collector
+from pgvigil.exporter.collectors.base import one_line
 from pgvigil.web.server import request_header
 
 log = logging.getLogger(__name__)
@@ -192,18 +193,13 @@ class Scrape(RegistryCollector):
         except Exception as e:  # any failure is reported as a metric, never raised
             families, ok = [], False
             if collector.name not in self._failing:
-                log.warning("collector %s failed: %s", collector.name, _one_line(e))
+                log.warning("collector %s failed: %s", collector.name, one_line(e))
             self._failing.add(collector.name)
         else:
             if collector.name in self._failing:
                 log.info("collector %s answers again", collector.name)
                 self._failing.discard(collector.name)
         return _Outcome(families, ok, time.perf_counter() - start)
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
 class SingleFlight:

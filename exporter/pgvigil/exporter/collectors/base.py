@@ -38,6 +38,12 @@ class Collector:
             return list(conn.execute(text(sql), params))
 
 
+def one_line(e: BaseException) -> str:
+    """An exception as one log line: its type and the first line of the database's message."""
+    text_lines = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return f"{type(e).__name__}: {text_lines[0] if text_lines else ''}"
+
+
 class TTLCache(Generic[T]):
     """Reuses a value for `ttl` seconds; the value is data (rows), never metric objects."""
 

@@ -8,6 +8,9 @@ and rows of the last 24 hours for each application table.
     # HELP pgvigil_table_size_bytes Table size with its indexes and TOAST (pg_total_relation_size).
     # TYPE pgvigil_table_size_bytes gauge
     pgvigil_table_size_bytes{schema="public",table="messages"} 4.1e+07
+    # HELP pgvigil_table_size_estimated 1 when the table's size is the catalog estimate ...
+    # TYPE pgvigil_table_size_estimated gauge
+    pgvigil_table_size_estimated{schema="public",table="messages"} 0.0
     # HELP pgvigil_table_live_rows Estimated live rows (pg_stat_user_tables.n_live_tup).
     # TYPE pgvigil_table_live_rows gauge
     pgvigil_table_live_rows{schema="public",table="messages"} 120000.0
@@ -20,6 +23,10 @@ for the configured application tables; every other table is summed into `__other
 database of thousands of tables still yields a few dozen series here. The ranking (shared
 with the vacuum and indexes collectors, `ranking.py`) and the sum happen in SQL so the exporter
 never holds a row per table.
+
+A table under an ACCESS EXCLUSIVE lock (a migration) costs only its own exact size: it is
+reported from the catalog (relpages) and flagged by `pgvigil_table_size_estimated 1` (see
+`ranking.LOCKED_CTE`); every other series still answers.
 
 `pgvigil_table_rows_last_24h` makes growth known at the first scrape, before Prometheus has a
 day of counter history. It counts through an index whose first column is the timestamp column
@@ -38,7 +45,7 @@ from sqlalchemy import text
 
 from pgvigil.config import ApplicationTable
 from pgvigil.exporter.collectors import ranking
-from pgvigil.exporter.collectors.base import Collector, TTLCache
+from pgvigil.exporter.collectors.base import Collector, TTLCache, one_line
 from pgvigil.requirements import ColumnsReadable
 
 log = logging.getLogger(__name__)
@@ -96,6 +103,12 @@ class GrowthCollector(Collector):
             f"{ranking.RANKING_TTL_SECONDS:g}s).",
             labels=["schema", "table"],
         )
+        estimated = GaugeMetricFamily(
+            "pgvigil_table_size_estimated",
+            "1 when the table's size is the catalog estimate (relpages) because the table is "
+            "under an ACCESS EXCLUSIVE lock, else 0.",
+            labels=["schema", "table"],
+        )
         live = GaugeMetricFamily(
             "pgvigil_table_live_rows",
             "Estimated live rows (pg_stat_user_tables.n_live_tup).",
@@ -108,6 +121,7 @@ class GrowthCollector(Collector):
                 size.add_metric(labels, ranking.other_bytes(self.db, self.config))
             else:
                 size.add_metric(labels, float(row.bytes))
+                estimated.add_metric(labels, 1.0 if row.size_estimated else 0.0)
             live.add_metric(labels, float(row.live_rows))
 
         recent = GaugeMetricFamily(
@@ -116,10 +130,20 @@ class GrowthCollector(Collector):
             f"cached for {self.config.cache.application_ttl_seconds:g}s.",
             labels=["schema", "table"],
         )
-        for qualified, count in self._recent.get(self._count_recent_rows).items():
+        families: list[Metric] = [inserted, size, estimated, live]
+        # Optional: it reads the application tables themselves, which a lock may hold.
+        try:
+            counts = self._recent.get(self._count_recent_rows)
+        except Exception as e:
+            if "recent" not in self._warned:
+                log.warning("pgvigil_table_rows_last_24h skipped this scrape: %s", one_line(e))
+            self._warned.add("recent")
+            return families
+        self._warned.discard("recent")
+        for qualified, count in counts.items():
             schema, _, table = qualified.partition(".")
             recent.add_metric([schema, table], float(count))
-        return [inserted, size, live, recent]
+        return [*families, recent]
 
     def _count_recent_rows(self) -> dict[str, int]:
         counts = {}

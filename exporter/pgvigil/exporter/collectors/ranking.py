@@ -36,8 +36,21 @@ _TABLE_FILTER = """
     AND n.nspname !~ '^pg_(toast|temp_)'
 """
 
+# Relations someone holds or waits for an ACCESS EXCLUSIVE lock on (a migration, VACUUM FULL,
+# REINDEX). Reading their size needs an ACCESS SHARE lock that would queue behind it until
+# lock_timeout and fail the whole query, blinding every other table: for these the size is
+# the catalog's estimate (relpages) instead, flagged as such. pg_locks needs no privilege.
+LOCKED_CTE = """
+locked AS (
+    SELECT DISTINCT l.relation AS oid
+    FROM pg_locks l
+    WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+)
+"""
+
 LARGEST_TABLES_SQL = f"""
-WITH index_pages AS (
+WITH {LOCKED_CTE}, index_pages AS (
     SELECT i.indrelid, sum(ic.relpages) AS pages
     FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
     GROUP BY i.indrelid
@@ -49,24 +62,30 @@ LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
 LEFT JOIN index_pages ip ON ip.indrelid = c.oid
 LEFT JOIN index_pages tip ON tip.indrelid = c.reltoastrelid
 WHERE {_TABLE_FILTER}
-ORDER BY pg_relation_size(c.oid)
+ORDER BY CASE WHEN c.oid IN (SELECT oid FROM locked)
+              THEN c.relpages::bigint * current_setting('block_size')::bigint
+              ELSE pg_relation_size(c.oid) END
          + (coalesce(t.relpages, 0) + coalesce(ip.pages, 0) + coalesce(tip.pages, 0))
            * current_setting('block_size')::bigint DESC,
          c.oid
 LIMIT :top_n
 """
 
-# A CTE `user_tables(oid, schemaname, relname, relpages, reltoastrelid, kept)`; bind with
-# `table_params()`.
+# A CTE `user_tables(oid, schemaname, relname, relpages, reltoastrelid, kept, locked)`; bind
+# with `table_params()`. `locked`: the table, its TOAST or one of its indexes is in LOCKED_CTE.
 # Application tables are matched by name on every scrape, so a new one shows up at once.
 USER_TABLES = f"""
 WITH app(schemaname, relname) AS (
     SELECT * FROM unnest(CAST(:app_schemas AS text[]), CAST(:app_names AS text[]))
-), user_tables AS (
+), {LOCKED_CTE}, user_tables AS (
     SELECT c.oid, n.nspname AS schemaname, c.relname, c.relpages, c.reltoastrelid,
            c.oid = ANY(CAST(:kept AS oid[]))
            OR EXISTS (SELECT 1 FROM app a
-                      WHERE a.schemaname = n.nspname AND a.relname = c.relname) AS kept
+                      WHERE a.schemaname = n.nspname AND a.relname = c.relname) AS kept,
+           c.oid IN (SELECT oid FROM locked) OR c.reltoastrelid IN (SELECT oid FROM locked)
+           OR EXISTS (SELECT 1 FROM pg_index i
+                      WHERE i.indrelid = c.oid AND i.indexrelid IN (SELECT oid FROM locked))
+             AS locked
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE {_TABLE_FILTER}
@@ -133,8 +152,9 @@ def other_bytes(db: Database, config: Config) -> float:
 TABLE_STATS_SQL = f"""
 {USER_TABLES}
 , index_scans AS (
-    SELECT i.indrelid, sum(pg_stat_get_numscans(i.indexrelid)) AS scans
-    FROM pg_index i
+    SELECT i.indrelid, sum(pg_stat_get_numscans(i.indexrelid)) AS scans,
+           sum(ic.relpages) AS pages
+    FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
     WHERE i.indrelid IN (SELECT oid FROM user_tables)
     GROUP BY i.indrelid
 )
@@ -148,9 +168,14 @@ SELECT {labels_sql("u")},
                                        pg_stat_get_last_autoanalyze_time(u.oid)))) AS analyzed,
        sum(pg_stat_get_numscans(u.oid)) AS seq_scans,
        coalesce(sum(s.scans), 0) AS index_scans,
-       sum(CASE WHEN u.kept THEN pg_total_relation_size(u.oid) END) AS bytes
+       sum(CASE WHEN u.kept AND NOT u.locked THEN pg_total_relation_size(u.oid)
+                WHEN u.kept THEN (u.relpages::bigint + coalesce(t.relpages, 0)
+                                  + coalesce(s.pages, 0)) * current_setting('block_size')::bigint
+           END) AS bytes,
+       bool_or(u.kept AND u.locked) AS size_estimated
 FROM user_tables u
 LEFT JOIN index_scans s ON s.indrelid = u.oid
+LEFT JOIN pg_class t ON t.oid = u.reltoastrelid
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
@@ -168,7 +193,8 @@ _snapshots: weakref.WeakKeyDictionary[Database, tuple[float, list[Any]]] = (
 
 def table_stats(db: Database, config: Config, reader: str) -> list[Any]:
     """Per kept table (and one __other__ row): rows_inserted, live_rows, dead_rows, vacuumed,
-    analyzed (Unix times or None), seq_scans, index_scans, bytes (None for __other__).
+    analyzed (Unix times or None), seq_scans, index_scans, bytes (None for __other__),
+    size_estimated (bytes is the catalog estimate: the table is locked).
 
     `reader` is the calling collector's name (one of PER_TABLE_COLLECTORS)."""
     leader = next(n for n in PER_TABLE_COLLECTORS if config.collector_enabled(n))
