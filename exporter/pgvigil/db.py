@@ -9,8 +9,8 @@ A session can go silent without closing (its backend stopped, the address moved 
 a firewall dropping the flow). Server-side timeouts cannot help then, so every connection
 carries TCP keepalives and `tcp_user_timeout` (the kernel gives up on it), and a caller with a
 deadline can `interrupt_busy()`: cancel the running queries and discard their connections.
-Text is decoded as UTF-8 with replacement: one database name that is not valid UTF-8, or a
-SQL_ASCII database holding anything, must not fail every query that reads names.
+Text is decoded with replacement: one database name that is not valid UTF-8, or a SQL_ASCII
+database holding anything, must not fail every query that reads names.
 """
 
 from __future__ import annotations
@@ -56,10 +56,17 @@ TEXT_TYPES = ("text", "name", "varchar", "bpchar")
 
 
 class ReplacingTextLoader(Loader):
-    """Text as UTF-8, undecodable bytes as U+FFFD instead of an error for the whole query."""
+    """Text in the connection's encoding, undecodable bytes as U+FFFD instead of an error for
+    the whole query. SQL_ASCII promises no encoding (psycopg would hand out bytes): its text is
+    read as UTF-8, what such databases hold most often."""
+
+    def __init__(self, oid: int, context: Any = None):
+        super().__init__(oid, context)
+        encoding = self.connection.info.encoding if self.connection is not None else "utf-8"
+        self._encoding = "utf-8" if encoding == "ascii" else encoding
 
     def load(self, data: Any) -> str:
-        return bytes(data).decode("utf-8", "replace")
+        return bytes(data).decode(self._encoding, "replace")
 
 
 class DsnError(Exception):
@@ -170,9 +177,9 @@ class Database:
         if read_only:
             options.append("-c default_transaction_read_only=on")
         self._connections: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        # client_encoding stays the database's own: a SQL_ASCII server would refuse to send
+        # bytes that are not valid in any other client encoding.
         self._connect_kwargs = {
-            # UTF-8 on the wire whatever the database's encoding (SQL_ASCII passes bytes as is).
-            "client_encoding": "UTF8",
             **TCP_SETTINGS,
             **self.params,
             "connect_timeout": timeouts.connect_seconds,

@@ -7,12 +7,14 @@ the configured timeouts; they are not benchmarks.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from psycopg import sql
 
 from pgvigil.demo import data as demodata
 from pgvigil.exporter.scrape import SCRAPE_TIMEOUT_HEADER
@@ -299,6 +302,58 @@ def test_a_stalled_or_slow_network_answers_by_the_deadline(tmp_path: Path, chat:
         answer=slow,
         recover=recovered_slow,
     )
+
+
+def test_a_non_utf8_database_name_and_a_sql_ascii_database(
+    tmp_path: Path, shared_cluster: Cluster
+) -> None:
+    """A SQL_ASCII database holding names in Latin-1 bytes, one of them a database name: the
+    exporter watching it answers fully, the odd name shows with U+FFFD, /sd still lists every
+    other database and /probe answers for them."""
+    server = shared_cluster.server
+    suffix = uuid.uuid4().hex[:8]
+    ascii_db, odd_db = f"pgvigil_ascii_{suffix}", f"pgvigil_caf\xe9_{suffix}".encode("latin-1")
+    with server.connect("postgres") as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE DATABASE {} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
+                "TEMPLATE template0"
+            ).format(sql.Identifier(ascii_db))
+        )
+    try:
+        # SQL_ASCII takes any byte: the names go in as Latin-1, as an old application wrote them
+        with server.connect(ascii_db, client_encoding="SQL_ASCII") as conn:
+            conn.execute(b'CREATE DATABASE "' + odd_db + b'"')
+            conn.execute(b'CREATE TABLE "r\xe9sum\xe9s" (x int)')
+            conn.execute(b'INSERT INTO "r\xe9sum\xe9s" SELECT generate_series(1, 100)')
+        with server.connect(ascii_db) as conn:
+            demodata.insert_history(conn, days=10, rows=100, conversations=3)
+        config = tmp_path / "exporter.yml"
+        config.write_text(
+            yaml.safe_dump({"connection": CONNECTION, "targets": {"discovery": {"enabled": True}}})
+        )
+        with pgvigil_serve(
+            tmp_path, ["--config.file", str(config)], {"DATA_SOURCE_NAME": server.dsn(ascii_db)}
+        ) as p:
+            _, samples = timed_scrape(p)
+            sd = json.loads(p.get("/sd"))
+            _, probed = timed_scrape(p, path=f"/probe?target={ascii_db}")
+            log = p.log()
+    finally:
+        with server.connect(ascii_db, client_encoding="SQL_ASCII") as conn:
+            conn.execute(b'DROP DATABASE IF EXISTS "' + odd_db + b'" WITH (FORCE)')
+        server.drop_database(ascii_db)
+    assert sample(samples, "pgvigil_up") == 1.0
+    assert failed_collectors(samples) == set(), log
+    datnames = {dict(labels).get("datname") for (name, labels) in samples}
+    assert odd_db.decode("utf-8", "replace") in datnames
+    tables = {dict(labels).get("table") for (name, labels) in samples}
+    assert "r\ufffdsum\ufffds" in tables
+    offered = {group["targets"][0] for group in sd}
+    assert ascii_db in offered and "postgres" in offered
+    assert not any("\ufffd" in name for name in offered)
+    assert sample(probed, "pgvigil_up") == 1.0 and failed_collectors(probed) == set()
+    assert "not valid UTF-8" in log and "Traceback" not in log
 
 
 def test_scrape_returns_when_the_server_accepts_but_never_answers(tmp_path: Path) -> None:

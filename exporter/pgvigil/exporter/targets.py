@@ -96,6 +96,7 @@ class Targets:
         self._discovered = TTLCache[list[str]](config.targets.discovery.refresh_seconds)
         self._timeouts = db_module.Timeouts.from_config(config.connection)
         self._named_params = resolve_named(config)
+        self._unnamable: set[str] = set()
 
     def discovered(self) -> list[str]:
         """Databases of the main server matching include/exclude (empty when discovery is off)."""
@@ -106,7 +107,16 @@ class Targets:
         def list_databases() -> list[str]:
             with self.main.engine.connect() as conn:
                 names = [r.datname for r in conn.execute(text(DATABASES_SQL))]
-            return [n for n in names if discovery.wanted(n)]
+            # A name that is not valid UTF-8 arrives with U+FFFD in it: no DSN can name that
+            # database, so it is left out (said once) and every other one is still offered.
+            undecodable = {n for n in names if "\ufffd" in n}
+            for name in sorted(undecodable - self._unnamable):
+                log.warning(
+                    "database %r has a name that is not valid UTF-8: not offered for /probe",
+                    name,
+                )
+            self._unnamable |= undecodable
+            return [n for n in names if n not in undecodable and discovery.wanted(n)]
 
         return self._discovered.get(list_databases)
 
