@@ -356,6 +356,29 @@ def test_a_non_utf8_database_name_and_a_sql_ascii_database(
     assert "not valid UTF-8" in log and "Traceback" not in log
 
 
+def test_a_refused_optional_query_drops_only_its_own_families(tmp_path: Path, chat: Chat) -> None:
+    """A role without pg_monitor may not call pg_ls_waldir (as on a managed service): the
+    checkpoints collector still answers, without the WAL file figures, and says which."""
+    role = f"pgvigil_plain_{uuid.uuid4().hex[:8]}"
+    with chat.server.connect() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        dsn = f"{chat.dsn} user={role}"
+        with pgvigil_serve(
+            tmp_path, ["--config.file", str(exporter_config(tmp_path))], {"DATA_SOURCE_NAME": dsn}
+        ) as p:
+            _, samples = timed_scrape(p)
+            log = p.log()
+    finally:
+        with chat.server.connect() as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    assert sample(samples, "pgvigil_collector_success", collector="checkpoints") == 1.0
+    assert sample(samples, "pgvigil_checkpoints_total", kind="timed") is not None
+    assert sample(samples, "pgvigil_wal_records_total") is not None
+    assert sample(samples, "pgvigil_wal_segments") is None
+    assert "checkpoints: pgvigil_wal_segments, pgvigil_wal_size_bytes skipped" in log
+
+
 def test_scrape_returns_when_the_server_accepts_but_never_answers(tmp_path: Path) -> None:
     """A half-dead server (SYN accepted, no protocol answer) is what hangs naive exporters."""
     with socket.socket() as silent:

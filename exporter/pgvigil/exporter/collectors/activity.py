@@ -28,12 +28,14 @@ the longest open transaction, the longest idle-in-transaction session, and lock 
 
 Counts are server-wide (connections share one `max_connections`) and cover client backends
 only; the exporter's own session is left out of the ages. Ages are 0 when nothing is open.
-Reading other sessions' state needs `pg_monitor` (or `pg_read_all_stats`).
+Reading other sessions' state needs `pg_monitor` (or `pg_read_all_stats`). The lock wait age
+needs `pg_locks.waitstart` (PostgreSQL 14+); without it only that family is missing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -61,9 +63,13 @@ SELECT current_setting('max_connections')::int AS max_connections,
                  WHERE state LIKE 'idle in transaction%'), 0) AS oldest_idle_xact,
        coalesce((SELECT extract(epoch FROM max(clock_timestamp() - prepared))
                  FROM pg_prepared_xacts), 0) AS oldest_prepared,
-       (SELECT count(*) FROM pg_locks WHERE NOT granted) AS locks_waiting,
-       coalesce((SELECT extract(epoch FROM max(clock_timestamp() - waitstart))
-                 FROM pg_locks WHERE NOT granted), 0) AS oldest_lock_wait
+       (SELECT count(*) FROM pg_locks WHERE NOT granted) AS locks_waiting
+"""
+
+# pg_locks.waitstart is PostgreSQL 14+: detected in the catalog, read on its own.
+LOCK_WAIT_SQL = """
+SELECT coalesce(extract(epoch FROM max(clock_timestamp() - waitstart)), 0) AS oldest_lock_wait
+FROM pg_locks WHERE NOT granted
 """
 
 
@@ -84,8 +90,21 @@ class ActivityCollector(Collector):
             connections.add_metric([state], count)
 
         (row,) = self.query(OLDEST_SQL)
+        families = self._ages(row)
+        if self.has_column("pg_catalog.pg_locks", "waitstart"):
+            waits = self.optional("pgvigil_oldest_lock_wait_seconds", LOCK_WAIT_SQL)
+            if waits:
+                families.append(
+                    GaugeMetricFamily(
+                        "pgvigil_oldest_lock_wait_seconds",
+                        "How long the longest waiting lock request has waited (0 when none).",
+                        value=float(waits[0].oldest_lock_wait),
+                    )
+                )
+        return [connections, *families]
+
+    def _ages(self, row: Any) -> list[Metric]:
         return [
-            connections,
             GaugeMetricFamily(
                 "pgvigil_max_connections",
                 "The max_connections setting.",
@@ -110,10 +129,5 @@ class ActivityCollector(Collector):
                 "pgvigil_locks_waiting",
                 "Lock requests not yet granted (pg_locks).",
                 value=float(row.locks_waiting),
-            ),
-            GaugeMetricFamily(
-                "pgvigil_oldest_lock_wait_seconds",
-                "How long the longest waiting lock request has waited (0 when none).",
-                value=float(row.oldest_lock_wait),
             ),
         ]

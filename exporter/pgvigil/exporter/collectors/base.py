@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -9,12 +10,21 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from prometheus_client.core import Metric
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from pgvigil.config import Config
 from pgvigil.db import Database
 from pgvigil.requirements import Requirement
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+RELATION_EXISTS_SQL = "SELECT to_regclass(:name) IS NOT NULL"
+COLUMN_EXISTS_SQL = """
+SELECT EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = to_regclass(:relation) AND attname = :column
+                 AND NOT attisdropped)
+"""
 
 
 class Collector:
@@ -28,6 +38,7 @@ class Collector:
     def __init__(self, db: Database, config: Config):
         self.db = db
         self.config = config
+        self._optional_failing: set[str] = set()
 
     def collect(self) -> Iterable[Metric]:
         raise NotImplementedError
@@ -36,6 +47,34 @@ class Collector:
         """Run one read query on the shared pool and return its rows."""
         with self.db.engine.connect() as conn:
             return list(conn.execute(text(sql), params))
+
+    def optional(self, families: str, sql: str, **params: Any) -> list[Any] | None:
+        """Rows of a query some servers cannot answer (a view or column an older server
+        lacks, a function a managed service forbids, such as pg_ls_waldir on Aurora), or None
+        when it fails: the caller then drops only the `families` it feeds, and the failure is
+        logged once per streak with their names. A lost connection still fails the collector."""
+        try:
+            rows = self.query(sql, **params)
+        except DBAPIError as e:
+            if e.connection_invalidated:
+                raise
+            if families not in self._optional_failing:
+                log.warning("%s: %s skipped: %s", self.name, families, one_line(e))
+            self._optional_failing.add(families)
+            return None
+        if families in self._optional_failing:
+            log.info("%s: %s answer again", self.name, families)
+            self._optional_failing.discard(families)
+        return rows
+
+    def has_relation(self, name: str) -> bool:
+        """Feature detection by catalog: does this view or table exist on the server?"""
+        (row,) = self.query(RELATION_EXISTS_SQL, name=name)
+        return bool(row[0])
+
+    def has_column(self, relation: str, column: str) -> bool:
+        (row,) = self.query(COLUMN_EXISTS_SQL, relation=relation, column=column)
+        return bool(row[0])
 
 
 def one_line(e: BaseException) -> str:

@@ -36,9 +36,11 @@
     pgvigil_stats_reset_timestamp_seconds{view="database"} 1.7645e+09
     pgvigil_stats_reset_timestamp_seconds{view="wal"} 1.7645e+09
 
-PostgreSQL 17 moved the checkpoint counters to `pg_stat_checkpointer`; both layouts are read.
-A counter going down after a stats reset is what `stats_reset` explains. A view never reset
-has no `stats_reset` sample. `pg_ls_waldir()` needs `pg_monitor`.
+PostgreSQL 17 moved the checkpoint counters to `pg_stat_checkpointer`; both layouts are read
+(which one, the catalog says). A counter going down after a stats reset is what `stats_reset`
+explains. A view never reset has no `stats_reset` sample. `pg_ls_waldir()` needs `pg_monitor`;
+where it is refused (or pg_stat_wal is missing, as on PostgreSQL 13) only the families it feeds
+are dropped, with one log line naming them.
 """
 
 from __future__ import annotations
@@ -70,105 +72,135 @@ SELECT c.num_timed AS timed, c.num_requested AS requested,
 FROM pg_stat_checkpointer c, pg_stat_bgwriter b
 """
 
-WAL_SQL = """
-SELECT w.wal_records, w.wal_fpi, w.wal_bytes, w.wal_buffers_full,
-       extract(epoch FROM w.stats_reset) AS wal_reset,
-       a.archived_count, a.failed_count, extract(epoch FROM a.stats_reset) AS archiver_reset,
-       (SELECT count(*) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$') AS segments,
-       (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$')
-           AS segment_bytes,
+WAL_STATS_SQL = """
+SELECT wal_records, wal_fpi, wal_bytes, wal_buffers_full,
+       extract(epoch FROM stats_reset) AS wal_reset
+FROM pg_stat_wal
+"""
+
+WAL_FILES_SQL = """
+SELECT count(*) AS segments, coalesce(sum(size), 0) AS segment_bytes
+FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'
+"""
+
+ARCHIVER_SQL = """
+SELECT a.archived_count, a.failed_count, extract(epoch FROM a.stats_reset) AS archiver_reset,
        (SELECT extract(epoch FROM stats_reset) FROM pg_stat_database
-        WHERE datname = current_database()) AS database_reset,
-       current_setting('server_version_num')::int AS version_num
-FROM pg_stat_wal w, pg_stat_archiver a
+        WHERE datname = current_database()) AS database_reset
+FROM pg_stat_archiver a
 """
 
 
+def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, help_text, value=float(value))
+
+
 class CheckpointsCollector(Collector):
+    """The checkpoint counters are required; WAL statistics (pg_stat_wal, PostgreSQL 14+),
+    the WAL files (pg_ls_waldir, which managed services may forbid) and the archiver each
+    stand alone: one that fails drops only its own families."""
+
     name = "checkpoints"
     requires = (Role("pg_monitor"),)
 
     def collect(self) -> Iterable[Metric]:
-        (wal,) = self.query(WAL_SQL)
-        sql = CHECKPOINTS_SINCE_17_SQL if wal.version_num >= 170000 else CHECKPOINTS_BEFORE_17_SQL
-        (cp,) = self.query(sql)
-
+        # Feature detection by catalog: PostgreSQL 17 moved the counters to their own view.
+        since_17 = self.has_relation("pg_catalog.pg_stat_checkpointer")
+        (cp,) = self.query(CHECKPOINTS_SINCE_17_SQL if since_17 else CHECKPOINTS_BEFORE_17_SQL)
         checkpoints = CounterMetricFamily(
             "pgvigil_checkpoints", "Checkpoints performed, by what started them.", labels=["kind"]
         )
         checkpoints.add_metric(["timed"], float(cp.timed))
         checkpoints.add_metric(["requested"], float(cp.requested))
-
-        def counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
-            return CounterMetricFamily(name, help_text, value=float(value))
-
-        resets = GaugeMetricFamily(
-            "pgvigil_stats_reset_timestamp_seconds",
-            "When a statistics view was last reset, Unix time (absent when never reset).",
-            labels=["view"],
-        )
-        for view, at in (
-            ("archiver", wal.archiver_reset),
-            ("bgwriter", cp.bgwriter_reset),
-            ("checkpointer", cp.checkpointer_reset),
-            ("database", wal.database_reset),
-            ("wal", wal.wal_reset),
-        ):
-            if at is not None:
-                resets.add_metric([view], float(at))
-
-        return [
+        families: list[Metric] = [
             checkpoints,
-            counter(
+            _counter(
                 "pgvigil_checkpoint_write_seconds",
                 "Time spent writing checkpoint files.",
                 cp.write_seconds,
             ),
-            counter(
+            _counter(
                 "pgvigil_checkpoint_sync_seconds",
                 "Time spent syncing checkpoint files to disk.",
                 cp.sync_seconds,
             ),
-            counter(
+            _counter(
                 "pgvigil_checkpoint_buffers_written",
                 "Buffers written by checkpoints.",
                 cp.checkpoint_buffers,
             ),
-            counter(
+            _counter(
                 "pgvigil_bgwriter_buffers_written",
                 "Buffers written by the background writer.",
                 cp.bgwriter_buffers,
             ),
-            counter("pgvigil_buffers_allocated", "Buffers allocated.", cp.allocated),
-            counter("pgvigil_wal_records", "WAL records generated (pg_stat_wal).", wal.wal_records),
-            counter(
+            _counter("pgvigil_buffers_allocated", "Buffers allocated.", cp.allocated),
+        ]
+        resets = {"bgwriter": cp.bgwriter_reset, "checkpointer": cp.checkpointer_reset}
+
+        wal = self._wal_stats()
+        if wal is not None:
+            families += wal[0]
+            resets["wal"] = wal[1]
+        files = self.optional("pgvigil_wal_segments, pgvigil_wal_size_bytes", WAL_FILES_SQL)
+        if files:
+            families += [
+                GaugeMetricFamily(
+                    "pgvigil_wal_segments",
+                    "WAL segment files in pg_wal.",
+                    value=float(files[0].segments),
+                ),
+                GaugeMetricFamily(
+                    "pgvigil_wal_size_bytes",
+                    "Size of the WAL segment files in pg_wal.",
+                    value=float(files[0].segment_bytes),
+                ),
+            ]
+        archiver = self.optional("pgvigil_wal_archived_total, archive failures", ARCHIVER_SQL)
+        if archiver:
+            a = archiver[0]
+            families += [
+                _counter(
+                    "pgvigil_wal_archived",
+                    "WAL files archived successfully (pg_stat_archiver).",
+                    a.archived_count,
+                ),
+                _counter(
+                    "pgvigil_wal_archive_failures",
+                    "Failed attempts to archive WAL files (pg_stat_archiver).",
+                    a.failed_count,
+                ),
+            ]
+            resets.update(archiver=a.archiver_reset, database=a.database_reset)
+
+        reset_family = GaugeMetricFamily(
+            "pgvigil_stats_reset_timestamp_seconds",
+            "When a statistics view was last reset, Unix time (absent when never reset).",
+            labels=["view"],
+        )
+        for view, at in sorted(resets.items()):
+            if at is not None:
+                reset_family.add_metric([view], float(at))
+        return [*families, reset_family]
+
+    def _wal_stats(self) -> tuple[list[Metric], float | None] | None:
+        if not self.has_relation("pg_catalog.pg_stat_wal"):
+            return None  # PostgreSQL 13: no WAL statistics view
+        rows = self.optional("pgvigil_wal_*_total (pg_stat_wal)", WAL_STATS_SQL)
+        if not rows:
+            return None
+        w = rows[0]
+        return [
+            _counter("pgvigil_wal_records", "WAL records generated (pg_stat_wal).", w.wal_records),
+            _counter(
                 "pgvigil_wal_full_page_images",
                 "WAL full page images generated (pg_stat_wal).",
-                wal.wal_fpi,
+                w.wal_fpi,
             ),
-            counter("pgvigil_wal_bytes", "WAL generated, in bytes (pg_stat_wal).", wal.wal_bytes),
-            counter(
+            _counter("pgvigil_wal_bytes", "WAL generated, in bytes (pg_stat_wal).", w.wal_bytes),
+            _counter(
                 "pgvigil_wal_buffers_full",
                 "Times WAL was written because the WAL buffers were full (pg_stat_wal).",
-                wal.wal_buffers_full,
+                w.wal_buffers_full,
             ),
-            GaugeMetricFamily(
-                "pgvigil_wal_segments", "WAL segment files in pg_wal.", value=float(wal.segments)
-            ),
-            GaugeMetricFamily(
-                "pgvigil_wal_size_bytes",
-                "Size of the WAL segment files in pg_wal.",
-                value=float(wal.segment_bytes),
-            ),
-            counter(
-                "pgvigil_wal_archived",
-                "WAL files archived successfully (pg_stat_archiver).",
-                wal.archived_count,
-            ),
-            counter(
-                "pgvigil_wal_archive_failures",
-                "Failed attempts to archive WAL files (pg_stat_archiver).",
-                wal.failed_count,
-            ),
-            resets,
-        ]
+        ], w.wal_reset
