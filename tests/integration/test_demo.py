@@ -62,3 +62,52 @@ def test_demo_serves_real_metrics_and_leaves_nothing_behind(tmp_path: Path) -> N
     assert running_in(data_dir) == []
     assert not Path(data_dir).exists()
     assert "demo stopped" in out.read_text()
+
+
+def start_demo(tmp_path: Path, name: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    out = tmp_path / f"{name}.out"
+    args = ["--history-rows", "500", "--history-days", "2", "--rate", "5"]
+    with open(out, "wb") as f:
+        proc = subprocess.Popen(
+            pgvigil_cmd("demo", "--web.listen-address", f"127.0.0.1:{port}", *args),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
+    wait_http(f"http://127.0.0.1:{port}/metrics", timeout=90, proc=proc)
+    return proc, port, out
+
+
+def data_dir_of(out: Path) -> str:
+    found = re.search(r"host=(/\S*pgvigil-demo-\w+)", out.read_text())
+    assert found, out.read_text()
+    return found[1]
+
+
+def test_a_hang_up_stops_the_demo_and_cleans_up(tmp_path: Path) -> None:
+    proc, _, out = start_demo(tmp_path, "hup")
+    try:
+        data_dir = data_dir_of(out)
+        assert running_in(data_dir)
+    finally:
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(30) == 0
+    assert running_in(data_dir) == []
+    assert not Path(data_dir).exists()
+    assert "demo stopped" in out.read_text()
+
+
+def test_the_next_demo_removes_what_a_killed_one_left(tmp_path: Path) -> None:
+    killed, _, out = start_demo(tmp_path, "killed")
+    data_dir = data_dir_of(out)
+    killed.kill()
+    killed.wait()
+    assert running_in(data_dir), "SIGKILL leaves the embedded PostgreSQL running"
+    proc, _, second_out = start_demo(tmp_path, "next")
+    try:
+        assert f"removed what an earlier demo left running: {data_dir}" in second_out.read_text()
+        assert running_in(data_dir) == []
+        assert not Path(data_dir).exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from pgvigil.config import Config
+from pgvigil.config import Config, ScrapeConfig
 from pgvigil.exporter.collectors.base import Collector, TTLCache
 from pgvigil.exporter.scrape import Scrape, SingleFlight, make_registry, renderer
 
@@ -70,7 +70,8 @@ def scrape_of(db: Any, *collectors: type[Collector], timeout: float = 8.0) -> Sc
     from pgvigil.exporter.collectors import LatencyCollector
 
     cfg = Config()
-    return Scrape(db, [c(db, cfg) for c in collectors], LatencyCollector(db, cfg), timeout)
+    settings = ScrapeConfig(timeout_seconds=timeout)
+    return Scrape(db, [c(db, cfg) for c in collectors], LatencyCollector(db, cfg), settings)
 
 
 def registry(db: Any, *collectors: type[Collector]) -> Any:

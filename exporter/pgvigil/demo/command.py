@@ -2,13 +2,15 @@
 
 It starts PostgreSQL 16 from the `pgserver` wheel in a temporary directory (socket only, no
 TCP port), creates the model schema with some weeks of history, keeps inserting messages at a
-steady rate, and serves the exporter. Ctrl-C stops everything and removes the directory.
+steady rate, and serves the exporter. Ctrl-C, SIGTERM or SIGHUP stops everything and removes
+the directory; what a demo killed outright left running, the next demo stops and removes.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import tempfile
 import warnings
@@ -20,7 +22,7 @@ import psycopg
 from pgvigil import config as config_module
 from pgvigil import db as db_module
 from pgvigil.demo import data as demodata
-from pgvigil.demo import stack
+from pgvigil.demo import leftovers, stack
 from pgvigil.exporter.serve import build_routes, serve_until_signal
 from pgvigil.exporter.targets import build_scrape
 from pgvigil.web import server as web
@@ -74,6 +76,8 @@ def start_embedded(data_dir: Path | None) -> tuple[Any, dict[str, Any], Path]:
     path = data_dir or Path(tempfile.mkdtemp(prefix="pgvigil-demo-"))
     path.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(path, cleanup_mode="stop" if keep else "delete")
+    if not keep:  # initdb wants an empty directory: the mark goes in once it has run
+        leftovers.claim(path)
     socket_dir = server.get_uri().split("host=")[-1]
     return server, {"host": socket_dir, "user": "postgres", "dbname": "chat"}, path
 
@@ -105,6 +109,12 @@ def prepare_database(params: dict[str, Any], days: int, rows: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Until the exporter serves (and handles them), a hang-up or SIGTERM unwinds like Ctrl-C,
+    # so the `finally` below still stops what was started.
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
+    for directory in leftovers.remove_leftovers():
+        print(f"removed what an earlier demo left running: {directory}", flush=True)
     print("starting an embedded PostgreSQL ...", flush=True)
     server, params, path = start_embedded(args.data_dir)
     inserter = None
@@ -133,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
         if args.stack:
             print("starting Prometheus, Alertmanager and an SMTP sink ...", flush=True)
             observers = stack.start_for_demo(f"{host!s}:{port}", args.alert_for)
+            leftovers.claim(
+                observers.workdir,
+                [s.proc.pid for s in (observers.prometheus, observers.alertmanager) if s],
+            )
+        removal = "" if args.data_dir else " and removes the demo database"
         print(
             f"""
 pgvigil demo is running
@@ -144,7 +159,7 @@ try:
   curl -s {url}/metrics | grep -v '^#'
   psql '{dsn}' -c 'SELECT provider, count(*) FROM messages GROUP BY 1'
 
-Ctrl-C stops everything{"" if args.data_dir else " and removes the demo database"}.""",
+Ctrl-C stops everything{removal}; so do SIGTERM and SIGHUP.""",
             flush=True,
         )
         if observers is not None:

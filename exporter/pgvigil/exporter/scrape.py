@@ -38,7 +38,7 @@ from pgvigil.web.server import request_header
 log = logging.getLogger(__name__)
 
 
-DEFAULT_TIMEOUT_SECONDS = ScrapeConfig().timeout_seconds
+DEFAULT_SETTINGS = ScrapeConfig()
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 
 
@@ -58,6 +58,7 @@ class _Outcome:
 class _Progress:
     """What one scrape's worker has finished so far; read by the scrape at its deadline."""
 
+    collectors: list[Collector]
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: dict[str, _Outcome] = field(default_factory=dict)
     running: str | None = None
@@ -78,21 +79,23 @@ class _Progress:
 
 class Scrape(RegistryCollector):
     """The probe and the collectors run in a worker thread, one after the other; the scrape
-    waits for them until its deadline (`deadline()`, else `timeout` seconds). At the deadline
-    the running queries are cancelled and the page says what did not finish: `pgvigil_up 0`
-    when the probe did not, else `pgvigil_collector_success 0` for each unfinished collector."""
+    waits for them until its deadline (`deadline()`, else `settings.timeout_seconds`). At the
+    deadline the running queries are cancelled and the page says what did not finish:
+    `pgvigil_up 0` when the probe did not, else `pgvigil_collector_success 0` for each
+    unfinished collector."""
 
     def __init__(
         self,
         db: Database,
         collectors: Sequence[Collector],
         probe: Collector,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        settings: ScrapeConfig = DEFAULT_SETTINGS,
     ):
         self.db = db
+        # Both replaced whole on a reload (SIGHUP); a running scrape keeps what it started with.
         self.collectors = list(collectors)
+        self.settings = settings
         self.probe = probe
-        self.timeout = timeout
         self._failing: set[str] = set()
         self._local = threading.local()
 
@@ -106,8 +109,11 @@ class Scrape(RegistryCollector):
             self._local.deadline = None
 
     def collect(self) -> Iterable[Metric]:
-        deadline = getattr(self._local, "deadline", None) or time.monotonic() + self.timeout
-        progress = _Progress()
+        collectors = self.collectors
+        deadline = getattr(self._local, "deadline", None) or (
+            time.monotonic() + self.settings.timeout_seconds
+        )
+        progress = _Progress(collectors)
         worker = None
         if deadline > time.monotonic():
             worker = threading.Thread(
@@ -120,7 +126,7 @@ class Scrape(RegistryCollector):
         yield from self._page(progress)
 
     def _work(self, progress: _Progress) -> None:
-        for collector in [self.probe, *self.collectors]:
+        for collector in [self.probe, *progress.collectors]:
             if not progress.start(collector.name):
                 return
             outcome = self._run(collector)
@@ -167,7 +173,7 @@ class Scrape(RegistryCollector):
         yield GaugeMetricFamily(
             "pgvigil_up", "1 when the last scrape reached the database, else 0.", value=float(up)
         )
-        for collector in [self.probe, *self.collectors]:
+        for collector in [self.probe, *progress.collectors]:
             outcome = done.get(collector.name)
             if outcome is not None:
                 yield from outcome.families

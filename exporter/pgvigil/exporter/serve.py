@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import queue
 import signal
 import sys
-import threading
+import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pgvigil import access
 from pgvigil import config as config_module
 from pgvigil import db as db_module
-from pgvigil.config import Config
+from pgvigil.config import Config, ConfigError
 from pgvigil.exporter import targets as multitarget
 from pgvigil.exporter.collectors import NAMES as COLLECTOR_NAMES
 from pgvigil.exporter.collectors import StatementsCollector
@@ -106,7 +108,7 @@ def build_routes(
     routes = {
         "/": web.landing_page("pgvigil exporter", links),
         telemetry_path: lambda _q: web.Response(
-            200, CONTENT_TYPE_PLAIN_0_0_4, render(request_deadline(config.scrape))
+            200, CONTENT_TYPE_PLAIN_0_0_4, render(request_deadline(scrape.settings))
         ),
         "/healthz": lambda _q: web.Response.text("ok\n"),
     }
@@ -167,19 +169,59 @@ def run(args: argparse.Namespace) -> int:
         db_module.describe(params),
         ", ".join(c.name for c in scrape.collectors),
     )
-    serve_until_signal(server)
+    serve_until_signal(server, lambda: reload(args, config, scrape, server))
     targets.close()
     database.dispose()
     return 0
 
 
-def serve_until_signal(server: web.Server) -> None:
-    """Serve until SIGTERM or Ctrl-C, then close the socket."""
-    stop = threading.Event()
+def reload(args: argparse.Namespace, running: Config, scrape: Scrape, server: web.Server) -> None:
+    """SIGHUP: read the config file (and the web config) again and apply what can change
+    while serving: collectors on/off, custom queries, scrape timeout, TLS and basic auth. A
+    config with problems changes nothing; the problems are logged."""
+    log.info("SIGHUP: reloading the configuration")
+    try:
+        config = load_config(args)
+        staged = types.SimpleNamespace()
+        if config.web.config_file is not None:
+            webconfig.apply(staged, config.web.config_file)
+    except (ConfigError, OSError) as e:
+        problems = e.problems if isinstance(e, ConfigError) else [str(e)]
+        log.error("config not reloaded, the running one stays: %s", "; ".join(problems))
+        return
+    fresh = multitarget.build_scrape(scrape.db, config)
+    scrape.collectors, scrape.settings = fresh.collectors, fresh.settings
+    server.tls_context = getattr(staged, "tls_context", None)
+    server.authorize = getattr(staged, "authorize", None)
+    server.extra_headers = getattr(staged, "extra_headers", None)
+    unchanged = [
+        key for key in ("connection", "targets") if getattr(config, key) != getattr(running, key)
+    ]
+    if config.web.listen_address != running.web.listen_address:
+        unchanged.append("web.listen_address")
+    log.info(
+        "configuration reloaded: collectors %s; %d custom queries; scrape timeout %gs%s",
+        ", ".join(c.name for c in scrape.collectors),
+        len(config.queries),
+        config.scrape.timeout_seconds,
+        f"; {', '.join(unchanged)} changed but need a restart" if unchanged else "",
+    )
+
+
+def serve_until_signal(server: web.Server, reload: Callable[[], None] | None = None) -> None:
+    """Serve until SIGTERM or Ctrl-C, then close the socket. SIGHUP reloads with `reload`;
+    without one (the demo) it stops like SIGTERM: a hang-up never kills silently."""
+    events: queue.SimpleQueue[str] = queue.SimpleQueue()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: events.put("stop"))
+    signal.signal(signal.SIGHUP, lambda *_: events.put("reload" if reload else "stop"))
     web.serve_in_thread(server)
-    stop.wait()
+    while events.get() == "reload":
+        assert reload is not None
+        try:
+            reload()
+        except Exception as e:  # a reload must never end the exporter
+            log.error("reload failed, the running configuration stays: %s", e)
     log.info("shutting down")
     server.shutdown()
     server.server_close()

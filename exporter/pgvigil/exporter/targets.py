@@ -60,9 +60,7 @@ def build_scrape(
         c(db, config) for c in ALL if config.collector_enabled(c.name) and c.name not in skip
     ]
     collectors += query_collectors(db, config)
-    return Scrape(
-        db, collectors, LatencyCollector(db, config), timeout=config.scrape.timeout_seconds
-    )
+    return Scrape(db, collectors, LatencyCollector(db, config), config.scrape)
 
 
 def resolve_named(config: Config) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,13 @@ def build_context(config: Config) -> tuple[JobContext, dict[str, Any]]:
     return ctx, params
 
 
-def stop_on_signals(ctx: JobContext) -> None:
-    """SIGTERM / Ctrl-C ask the running jobs to stop after their current batch."""
+def on_signals(stop: Callable[[], None], hangup: Callable[[], None]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: ctx.request_stop())
+        signal.signal(sig, lambda *_: stop())
+    signal.signal(signal.SIGHUP, lambda *_: hangup())
+
+
+def stop_on_signals(ctx: JobContext) -> None:
+    """SIGTERM / Ctrl-C ask the running jobs to stop after their current batch; for a
+    one-off run a hang-up (the terminal closed) does the same rather than kill it mid-batch."""
+    on_signals(ctx.request_stop, ctx.request_stop)

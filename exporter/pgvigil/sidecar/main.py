@@ -7,17 +7,21 @@ import logging
 import sys
 import threading
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pgvigil import db as db_module
+from pgvigil.config import ConfigError
 from pgvigil.sidecar import http, scheduler
 from pgvigil.sidecar.command import (
     add_common_flags,
     build_context,
     check_and_exit,
     load_config,
-    stop_on_signals,
+    on_signals,
+    thresholds,
 )
 from pgvigil.sidecar.context import JobContext
 from pgvigil.sidecar.deadlines import GRACE_SECONDS, STOP_GRACE_SECONDS
@@ -114,7 +118,17 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # Each job's outcome is logged with its summary; the step-by-step lines are for run-job.
     ctx.progress = log.debug
-    stop_on_signals(ctx)
+    wake, hangup = threading.Event(), threading.Event()
+
+    def stop() -> None:
+        ctx.request_stop()
+        wake.set()
+
+    def hang_up() -> None:
+        hangup.set()
+        wake.set()
+
+    on_signals(stop, hang_up)
     web.serve_in_thread(server)
     log.info(
         "pgvigil sidecar listening on %s for %s; timezone %s; %s",
@@ -124,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         ", ".join(f"{n} {s.describe()}" for n, s in schedules(config.sidecar).items()),
     )
     try:
-        loop(ctx, sched, threads)
+        loop(ctx, sched, threads, wake, hangup, lambda: reload(args, overrides, ctx, server))
     finally:
         log.info("shutting down")
         ctx.request_stop()
@@ -135,13 +149,63 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def loop(ctx: JobContext, sched: Any, threads: JobThreads) -> None:
+def reload(
+    args: argparse.Namespace, overrides: dict[str, Any], ctx: JobContext, server: web.Server
+) -> None:
+    """SIGHUP: read the config file, the thresholds file and the web config again. Job
+    settings and thresholds apply from each job's next start; a config with problems changes
+    nothing and its problems are logged."""
+    log.info("SIGHUP: reloading the configuration")
+    try:
+        config = load_config(args, overrides)
+        new_thresholds = thresholds(config)
+        staged = types.SimpleNamespace()
+        web_config = args.web_config_file or config.web.config_file
+        if web_config is not None:
+            webconfig.apply(staged, web_config)
+    except (ConfigError, OSError) as e:
+        problems = e.problems if isinstance(e, ConfigError) else [str(e)]
+        log.error("config not reloaded, the running one stays: %s", "; ".join(problems))
+        return
+    restart = [
+        what
+        for what, changed in (
+            ("connection", config.connection != ctx.config.connection),
+            ("sidecar.jobs (schedule)", config.sidecar.jobs != ctx.config.sidecar.jobs),
+            ("listen address", config.sidecar.listen_address != ctx.config.sidecar.listen_address),
+        )
+        if changed
+    ]
+    ctx.config, ctx.thresholds = config, new_thresholds
+    server.tls_context = getattr(staged, "tls_context", None)
+    server.authorize = getattr(staged, "authorize", None)
+    server.extra_headers = getattr(staged, "extra_headers", None)
+    log.info(
+        "configuration reloaded: job settings, thresholds (%s), web config%s",
+        config.sidecar.thresholds_file or "defaults",
+        f"; {', '.join(restart)} changed but need a restart" if restart else "",
+    )
+
+
+def loop(
+    ctx: JobContext,
+    sched: Any,
+    threads: JobThreads,
+    wake: threading.Event,
+    hangup: threading.Event,
+    reload: Callable[[], None],
+) -> None:
     while not ctx.stopping():
+        if hangup.is_set():
+            hangup.clear()
+            try:
+                reload()
+            except Exception as e:  # a reload must never end the sidecar
+                log.error("reload failed, the running configuration stays: %s", e)
         sched.run_pending()
         if ctx.state.take_archive_request() and not ctx.stopping():
             log.info("the database passed its size warning threshold: archiving now")
             threads.start("archive")
         idle = sched.idle_seconds
-        ctx.stop.wait(
-            MAX_SLEEP_SECONDS if idle is None else min(max(idle, 0.05), MAX_SLEEP_SECONDS)
-        )
+        wake.wait(MAX_SLEEP_SECONDS if idle is None else min(max(idle, 0.05), MAX_SLEEP_SECONDS))
+        wake.clear()
