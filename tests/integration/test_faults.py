@@ -655,3 +655,57 @@ def test_a_hung_job_is_cancelled_by_the_client_and_the_others_keep_their_schedul
     assert "got no answer from the server" in log and "Traceback" not in log
     assert_nothing_lost(before, snapshot(chat))
     report("archive session stopped under the sidecar", fail=failed_after, finish=recovered)
+
+
+# --- signals --------------------------------------------------------------------------------
+
+
+def hang_up_and_wait(p: Process, expected: str) -> float:
+    """SIGHUP, then the seconds until the log says `expected` (the process stays up)."""
+    seen = p.log().count(expected)
+    start = time.monotonic()
+    p.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: p.log().count(expected) > seen, timeout=20, interval=0.05)
+    assert p.proc.poll() is None, p.log()
+    return time.monotonic() - start
+
+
+def test_sighup_reloads_serve_and_a_bad_config_changes_nothing(tmp_path: Path, chat: Chat) -> None:
+    config = exporter_config(tmp_path)
+    with pgvigil_serve(
+        tmp_path, ["--config.file", str(config)], {"DATA_SOURCE_NAME": chat.dsn}
+    ) as p:
+        _, samples = timed_scrape(p)
+        assert sample(samples, "pgvigil_collector_success", collector="checkpoints") == 1.0
+
+        config.write_text(
+            yaml.safe_dump({"connection": CONNECTION, "collectors": {"checkpoints": False}})
+        )
+        reloaded = hang_up_and_wait(p, "configuration reloaded")
+        _, samples = timed_scrape(p)
+        assert sample(samples, "pgvigil_collector_success", collector="checkpoints") is None
+        assert sample(samples, "pgvigil_up") == 1.0
+
+        config.write_text("collectors: {checkpoints: maybe}\n")
+        refused = hang_up_and_wait(p, "config not reloaded")
+        _, samples = timed_scrape(p)
+        assert sample(samples, "pgvigil_up") == 1.0
+        assert sample(samples, "pgvigil_collector_success", collector="checkpoints") is None
+        assert "Traceback" not in p.log()
+    report("SIGHUP of serve", reload=reloaded, refuse_bad_config=refused)
+
+
+def test_sighup_reloads_the_sidecar_and_a_bad_config_changes_nothing(
+    tmp_path: Path, chat: Chat
+) -> None:
+    config = write_config(
+        tmp_path, {"jobs": {"quick_check": {"every": "1s"}}}, connection=CONNECTION
+    )
+    with pgvigil_sidecar(tmp_path, chat.dsn, config) as p:
+        reloaded = hang_up_and_wait(p, "configuration reloaded")
+        config.write_text("sidecar: {jobs: {quick_check: {every: often}}}\n")
+        refused = hang_up_and_wait(p, "config not reloaded")
+        assert p.get("/healthz")
+        log = p.log()
+    assert "Traceback" not in log
+    report("SIGHUP of the sidecar", reload=reloaded, refuse_bad_config=refused)
