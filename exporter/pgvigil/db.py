@@ -53,6 +53,7 @@ TCP_SETTINGS = {
 # connection anyway (a stopped backend or a stalled network never answers).
 CANCEL_WAIT_SECONDS = 1.0
 TEXT_TYPES = ("text", "name", "varchar", "bpchar")
+OLDEST_SUPPORTED = 140000  # server_version_num; the README states the supported majors
 
 
 class ReplacingTextLoader(Loader):
@@ -170,6 +171,7 @@ class Database:
         self.timeouts = timeouts
         self.name = str(params.get("dbname") or params.get("user") or "postgres")
         self._warned_superuser = False
+        self._warned_version = False
         options = [
             f"-c statement_timeout={int(timeouts.statement_seconds * 1000)}",
             f"-c lock_timeout={int(timeouts.lock_seconds * 1000)}",
@@ -203,6 +205,14 @@ class Database:
         for name in TEXT_TYPES:
             conn.adapters.register_loader(name, ReplacingTextLoader)
         self._connections.add(conn)
+        if not self._warned_version and conn.info.server_version < OLDEST_SUPPORTED:
+            self._warned_version = True
+            log.warning(
+                "%s runs PostgreSQL %d, which pgvigil does not support (14 to 18): what its "
+                "catalog lacks is left out, the rest is untested",
+                describe(self.params),
+                conn.info.server_version // 10000,
+            )
         # The server reports is_superuser at start-up: the check costs no query.
         if not self._warned_superuser and conn.info.parameter_status("is_superuser") == "on":
             self._warned_superuser = True
