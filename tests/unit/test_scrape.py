@@ -177,3 +177,19 @@ def test_ttl_cache_reuses_until_it_expires() -> None:
     assert cache.get(lambda: next(computed)) == 0
     now[0] = 10.0
     assert cache.get(lambda: next(computed)) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, 8.0),
+        ("10", 9.5),
+        ("2.5", 2.0),
+        ("0.3", 0.1),
+        ("soon", 8.0),
+        ("-1", 8.0),
+        ("nan", 8.0),
+    ],
+)
+def test_the_deadline_follows_prometheus_timeout_header(header: str | None, seconds: float) -> None:
+    assert ScrapeConfig().deadline_seconds(header) == pytest.approx(seconds)
