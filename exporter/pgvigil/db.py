@@ -199,9 +199,11 @@ class Database:
             pool_recycle=600,
         )
 
-    def connect(self) -> psycopg.Connection[Any]:
+    def connect(
+        self, connection_class: type[psycopg.Connection[Any]] = psycopg.Connection
+    ) -> psycopg.Connection[Any]:
         """A new raw connection with the session settings (used by the pool and the probe)."""
-        conn = psycopg.connect(**self._connect_kwargs)
+        conn = connection_class.connect(**self._connect_kwargs)
         for name in TEXT_TYPES:
             conn.adapters.register_loader(name, ReplacingTextLoader)
         self._connections.add(conn)

@@ -16,7 +16,7 @@ from pgvigil.config.sidecar import JobSchedule
 from pgvigil.config.thresholds import Thresholds, load_thresholds
 from pgvigil.db import Database
 from pgvigil.requirements import Requirement
-from pgvigil.sidecar.deadlines import cursor_with_deadline, interrupt_after_grace
+from pgvigil.sidecar.deadlines import connect_with_deadline, interrupt_after_grace
 from pgvigil.sidecar.metrics import SidecarState
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ class JobContext:
     ) -> psycopg.Connection[Any]:
         """A fresh connection for one job with its own timeouts (seconds), enforced by the
         server and, should the server not answer, by the client."""
-        conn = self.database.connect()
-        conn.cursor_factory = cursor_with_deadline(max(statement_timeout, lock_timeout))
+        conn = connect_with_deadline(self.database, max(statement_timeout, lock_timeout))
         conn.autocommit = True
         conn.execute(
             "SELECT set_config('statement_timeout', %(st)s, false),"

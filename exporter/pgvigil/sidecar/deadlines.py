@@ -27,26 +27,38 @@ GRACE_SECONDS = 2.0
 STOP_GRACE_SECONDS = 2.0
 
 
-def cursor_with_deadline(statement_timeout: float) -> type[psycopg.Cursor[Any]]:
-    """A cursor class whose statements are interrupted GRACE_SECONDS past the timeout."""
-    limit = statement_timeout + GRACE_SECONDS
+class DeadlineConnection(psycopg.Connection[Any]):
+    """A connection whose every round trip to the server (a statement, but also COMMIT and
+    ROLLBACK, which no statement_timeout covers) is interrupted from the client when it has
+    waited `deadline_seconds`. Set `deadline_seconds` after connecting; None: no deadline."""
 
-    class DeadlineCursor(psycopg.Cursor[Any]):
-        def execute(self, *args: Any, **kwargs: Any) -> Any:
-            timer = threading.Timer(limit, _expired, args=(self.connection, limit))
-            timer.daemon = True
-            timer.start()
-            try:
-                return super().execute(*args, **kwargs)
-            finally:
-                timer.cancel()
+    deadline_seconds: float | None = None
 
-    return DeadlineCursor
+    def wait(self, *args: Any, **kwargs: Any) -> Any:
+        limit = self.deadline_seconds
+        if limit is None:
+            return super().wait(*args, **kwargs)
+        timer = threading.Timer(limit, _expired, args=(self, limit))
+        timer.daemon = True
+        timer.start()
+        try:
+            return super().wait(*args, **kwargs)
+        finally:
+            timer.cancel()
+
+
+def connect_with_deadline(database: Database, statement_timeout: float) -> DeadlineConnection:
+    """A new connection of `database` whose round trips end GRACE_SECONDS past the server's
+    own timeout at the latest."""
+    conn = database.connect(DeadlineConnection)
+    assert isinstance(conn, DeadlineConnection)
+    conn.deadline_seconds = statement_timeout + GRACE_SECONDS
+    return conn
 
 
 def _expired(conn: psycopg.Connection[Any], limit: float) -> None:
     log.warning(
-        "a statement got no answer from the server within %gs (statement_timeout plus %gs): "
+        "the server did not answer within %gs (statement_timeout plus %gs): "
         "cancelled from the client and its connection discarded",
         limit,
         GRACE_SECONDS,

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from pgvigil.db import Database
-from pgvigil.sidecar.deadlines import cursor_with_deadline
+from pgvigil.sidecar.deadlines import connect_with_deadline
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,8 @@ class JobLock:
         self._conn: psycopg.Connection[Any] | None = None
 
     def __enter__(self) -> JobLock:
-        conn = self.database.connect()
         # The lock session answers to the same client-side deadline as the job's own.
-        conn.cursor_factory = cursor_with_deadline(self.database.timeouts.statement_seconds)
+        conn = connect_with_deadline(self.database, self.database.timeouts.statement_seconds)
         conn.autocommit = True
         self._conn = conn
         try:
