@@ -92,7 +92,14 @@ def build_context(config: Config) -> tuple[JobContext, dict[str, Any]]:
     return ctx, params
 
 
-def stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM / Ctrl-C ask the running job to stop after its current batch."""
+def stop_on_signals(stop: threading.Event, *wake: threading.Event) -> None:
+    """SIGTERM / Ctrl-C ask the running job to stop after its current batch (and wake
+    whatever waits on `wake`)."""
+
+    def handler(*_: object) -> None:
+        stop.set()
+        for event in wake:
+            event.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, handler)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pgvigil import db as db_module
+from pgvigil.sidecar import control as control_module
 from pgvigil.sidecar import http, scheduler
 from pgvigil.sidecar.command import (
     add_common_flags,
@@ -63,14 +64,23 @@ def run(args: argparse.Namespace) -> int:
         return check_and_exit(args, ctx, params, *also)
     sched, jobs = scheduler.build(config.sidecar, lambda name: run_job(name, ctx))
     ctx.state.set_report(report.latest_headline(config.sidecar.report.directory))
+    database_name = db_module.describe(params)
     routes = http.build_routes(
         ctx.state,
         config.sidecar,
         lambda: scheduler.info(config.sidecar, jobs),
-        db_module.describe(params),
+        database_name,
+    )
+    control = control_module.Control(ctx.state)
+    actions = control_module.api(
+        control,
+        lambda: http.status(
+            ctx.state, config.sidecar, scheduler.info(config.sidecar, jobs), database_name
+        ),
+        config.sidecar.report.directory,
     )
     try:
-        server = web.make_server(config.sidecar.listen_address, routes, web_config)
+        server = web.make_server(config.sidecar.listen_address, routes, web_config, actions)
     except OSError as e:
         setting = "--web.listen-address HOST:PORT (or sidecar.listen_address)"
         problem = bind_problem(e, config.sidecar.listen_address, setting)
@@ -81,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # Each job's outcome is logged with its summary; the step-by-step lines are for run-job.
     ctx.progress = log.debug
-    stop_on_signals(ctx.stop)
+    stop_on_signals(ctx.stop, control.wake)
     web.serve_in_thread(server)
     log.info(
         "pgvigil sidecar listening on %s for %s; timezone %s; %s",
@@ -91,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         ", ".join(f"{n} {s.describe()}" for n, s in schedules(config.sidecar).items()),
     )
     try:
-        loop(ctx, sched)
+        loop(ctx, sched, control)
     finally:
         log.info("shutting down")
         server.shutdown()
@@ -100,13 +110,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def loop(ctx: JobContext, sched: Any) -> None:
+def loop(ctx: JobContext, sched: Any, control: control_module.Control) -> None:
     while not ctx.stopping():
-        sched.run_pending()
-        if ctx.state.take_archive_request() and not ctx.stopping():
-            log.info("the database passed its size warning threshold: archiving now")
-            run_job("archive", ctx)
+        control.wake.clear()
+        if ctx.state.paused:
+            skip_due_runs(sched)
+        else:
+            sched.run_pending()
+            if ctx.state.take_archive_request() and not ctx.stopping():
+                log.info("the database passed its size warning threshold: archiving now")
+                run_job("archive", ctx)
+        control.run_requested(ctx)
         idle = sched.idle_seconds
-        ctx.stop.wait(
+        control.wake.wait(
             MAX_SLEEP_SECONDS if idle is None else min(max(idle, 0.05), MAX_SLEEP_SECONDS)
         )
+
+
+def skip_due_runs(sched: Any) -> None:
+    """While paused, a run that falls due is skipped, not made up on resume: resuming at
+    14:00 must not start the 02:00 archival in the middle of the day."""
+    for job in sched.jobs:
+        if job.should_run:
+            log.info("%s: scheduled run skipped: the schedule is paused", job.job_func.args[0])
+            job._schedule_next_run()  # the schedule package's own "next time", as after a run
