@@ -75,8 +75,13 @@ def run_remote(
 
 
 def _why(e: urllib.error.HTTPError) -> str:
+    """The sidecar's own words: the JSON error, else the first line of its text answer."""
     try:
-        body = json.loads(e.read())
-        return str(body.get("error") or body)
-    except (ValueError, AttributeError, OSError):
-        return str(e.reason)
+        text = e.read().decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text.splitlines()[0] if text else str(e.reason)
+    return str(body.get("error") if isinstance(body, dict) else body)
