@@ -49,6 +49,9 @@ CLUSTER_TIMERS = [
     "--cluster.settle-timeout=1s",
 ]
 GROUP_INTERVAL = "2s"
+# Recorded series reach the store every flush (5 s by default) and a chained rule reads them
+# back from it: 1 s here, like the evaluations.
+VMALERT_FAST = ["-evaluationInterval=1s", "-remoteWrite.flushInterval=1s"]
 LABELS = {
     "a": {"cluster": "a", "region": "eu-west-1"},
     "b": {"cluster": "b", "region": "us-east-1"},
@@ -192,9 +195,7 @@ def test_one_cluster_down_alerts_with_its_labels_and_resolves(tmp_path: Path) ->
         note("agents up; pgvigil_up == 1 of a and b, with their labels, in VictoriaMetrics")
         # The ruler starts on a store that has data, as when it joins a running fleet (on an
         # empty store PgvigilExporterDown's absent() would rightly fire first).
-        ruler = enter(
-            vmalert(tmp_path, vm.url, [am1.url, am2.url], rules, ["-evaluationInterval=1s"])
-        )
+        ruler = enter(vmalert(tmp_path, vm.url, [am1.url, am2.url], rules, VMALERT_FAST))
         # The recording rules run in vmalert and their results land in the store, labels kept.
         vm.wait_for('pgvigil:health_score{cluster="a",region="eu-west-1"}', timeout=30)
         note("vmalert up; its recording rules' results in VictoriaMetrics with a's labels")
