@@ -108,9 +108,20 @@ def https_get(
     headers: Mapping[str, str] | None = None,
     timeout: float = 30,
 ) -> Answer:
+    return https_request("GET", port, path, ctx, headers, timeout)
+
+
+def https_request(
+    method: str,
+    port: int,
+    path: str,
+    ctx: ssl.SSLContext,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30,
+) -> Answer:
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=timeout)
     try:
-        conn.request("GET", path, headers=dict(headers or {}))
+        conn.request(method, path, headers=dict(headers or {}))
         r = conn.getresponse()
         return Answer(r.status, dict(r.getheaders()), r.read().decode(errors="replace"))
     finally:

@@ -51,7 +51,7 @@ def test_critical_is_fast_and_repeated_warning_grouped_and_slower() -> None:
     assert seconds(critical["group_wait"]) < seconds(warning["group_wait"])
     assert seconds(critical["repeat_interval"]) < seconds(warning["repeat_interval"])
     [inhibit] = config["inhibit_rules"]
-    assert inhibit["equal"] == ["alertname", "instance"]
+    assert inhibit["equal"] == ["alertname", "cluster", "instance"]
     for receiver in config["receivers"]:
         for email in receiver.get("email_configs", []):
             assert email["send_resolved"] is True

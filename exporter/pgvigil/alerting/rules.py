@@ -62,6 +62,8 @@ def threshold_values(thresholds: Thresholds) -> dict[str, Any]:
     matchers += [f'datname!~"{size.exclude}"'] if size.exclude else []
     # The label matchers of the databases the size rules watch, empty when all of them.
     values["database_size_bytes"]["matchers"] = ", ".join(matchers)
+    # What identifies one target in `by (...)` and `on (...)`: the fleet's labels, job, instance.
+    values["target"] = ", ".join([*thresholds.fleet_labels, "job", "instance"])
     return values
 
 

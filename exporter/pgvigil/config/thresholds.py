@@ -161,6 +161,7 @@ class SidecarJobs(Strict):
 
 class Thresholds(Strict):
     job: Identifier
+    fleet_labels: list[Identifier]
     database_size_bytes: DatabaseSize
     growth_rows_per_day: Growth
     response_seconds: RisingNumber

@@ -1,4 +1,5 @@
-"""The sidecar's HTTP pages: `/metrics`, `/status` (JSON), `/healthz` and a landing page.
+"""The sidecar's HTTP pages: `/metrics`, `/status` (JSON), `/healthz` and a landing page;
+the control API (`/jobs`, runs, pause/resume, `/recommendations`) is in control.py.
 
 $ curl -s 127.0.0.1:9840/status
 {"database": "host=db dbname=chat user=pgvigil", "timezone": "UTC", "jobs": {"archive":
@@ -32,7 +33,13 @@ def build_routes(
     registry = make_registry(SidecarCollector(state, schedule_info))
     return {
         "/": web.landing_page(
-            "pgvigil sidecar", {"/metrics": "Metrics", "/status": "Jobs", "/healthz": "Health"}
+            "pgvigil sidecar",
+            {
+                "/metrics": "Metrics",
+                "/jobs": "Jobs",
+                "/recommendations": "Latest weekly report",
+                "/healthz": "Health",
+            },
         ),
         "/metrics": lambda _q: web.Response(200, CONTENT_TYPE_LATEST, generate_latest(registry)),
         "/status": lambda _q: web.Response(
@@ -77,6 +84,7 @@ def status(
     return {
         "database": database,
         "timezone": config.timezone,
+        "paused": snap["paused"],
         "started_at": when(snap["started_at"]),
         "jobs": jobs,
     }

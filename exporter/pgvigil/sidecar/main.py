@@ -14,6 +14,7 @@ from typing import Any
 
 from pgvigil import db as db_module
 from pgvigil.config import ConfigError
+from pgvigil.sidecar import control as control_module
 from pgvigil.sidecar import http, scheduler
 from pgvigil.sidecar.command import (
     add_common_flags,
@@ -100,14 +101,23 @@ def run(args: argparse.Namespace) -> int:
     threads = JobThreads(ctx)
     sched, jobs = scheduler.build(config.sidecar, threads.start)
     ctx.state.set_report(report.latest_headline(config.sidecar.report.directory))
+    database_name = db_module.describe(params)
     routes = http.build_routes(
         ctx.state,
         config.sidecar,
         lambda: scheduler.info(config.sidecar, jobs),
-        db_module.describe(params),
+        database_name,
+    )
+    control = control_module.Control(ctx.state)
+    actions = control_module.api(
+        control,
+        lambda: http.status(
+            ctx.state, config.sidecar, scheduler.info(config.sidecar, jobs), database_name
+        ),
+        config.sidecar.report.directory,
     )
     try:
-        server = web.make_server(config.sidecar.listen_address, routes, web_config)
+        server = web.make_server(config.sidecar.listen_address, routes, web_config, actions)
     except OSError as e:
         setting = "--web.listen-address HOST:PORT (or sidecar.listen_address)"
         problem = bind_problem(e, config.sidecar.listen_address, setting)
@@ -118,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # Each job's outcome is logged with its summary; the step-by-step lines are for run-job.
     ctx.progress = log.debug
-    wake, hangup = threading.Event(), threading.Event()
+    wake, hangup = control.wake, threading.Event()
 
     def stop() -> None:
         ctx.request_stop()
@@ -138,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         ", ".join(f"{n} {s.describe()}" for n, s in schedules(config.sidecar).items()),
     )
     try:
-        loop(ctx, sched, threads, wake, hangup, lambda: reload(args, overrides, ctx, server))
+        loop(ctx, sched, threads, control, hangup, lambda: reload(args, overrides, ctx, server))
     finally:
         log.info("shutting down")
         ctx.request_stop()
@@ -191,21 +201,38 @@ def loop(
     ctx: JobContext,
     sched: Any,
     threads: JobThreads,
-    wake: threading.Event,
+    control: control_module.Control,
     hangup: threading.Event,
     reload: Callable[[], None],
 ) -> None:
+    """The scheduler thread: due jobs start in their own threads; runs asked for over the
+    control API run here, one after another; signals and API calls wake it early."""
     while not ctx.stopping():
+        control.wake.clear()
         if hangup.is_set():
             hangup.clear()
             try:
                 reload()
             except Exception as e:  # a reload must never end the sidecar
                 log.error("reload failed, the running configuration stays: %s", e)
-        sched.run_pending()
-        if ctx.state.take_archive_request() and not ctx.stopping():
-            log.info("the database passed its size warning threshold: archiving now")
-            threads.start("archive")
+        if ctx.state.paused:
+            skip_due_runs(sched)
+        else:
+            sched.run_pending()
+            if ctx.state.take_archive_request() and not ctx.stopping():
+                log.info("the database passed its size warning threshold: archiving now")
+                threads.start("archive")
+        control.run_requested(ctx)
         idle = sched.idle_seconds
-        wake.wait(MAX_SLEEP_SECONDS if idle is None else min(max(idle, 0.05), MAX_SLEEP_SECONDS))
-        wake.clear()
+        control.wake.wait(
+            MAX_SLEEP_SECONDS if idle is None else min(max(idle, 0.05), MAX_SLEEP_SECONDS)
+        )
+
+
+def skip_due_runs(sched: Any) -> None:
+    """While paused, a run that falls due is skipped, not made up on resume: resuming at
+    14:00 must not start the 02:00 archival in the middle of the day."""
+    for job in sched.jobs:
+        if job.should_run:
+            log.info("%s: scheduled run skipped: the schedule is paused", job.job_func.args[0])
+            job._schedule_next_run()  # the schedule package's own "next time", as after a run

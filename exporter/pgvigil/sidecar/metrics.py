@@ -13,6 +13,8 @@
     pgvigil_sidecar_archive_held_back_rows{schema="public",table="messages"} 0.0
     pgvigil_sidecar_archive_pauses_total{schema="public",table="messages",reason="replica_lag"} 2.0
     pgvigil_sidecar_archive_rows_left{schema="public",table="messages"} 0.0
+    pgvigil_sidecar_schedule_paused 0.0
+    pgvigil_sidecar_control_actions_total{action="run"} 3.0
     pgvigil_report_unused_index_bytes 1.6e+07
     pgvigil_report_days_until_disk_full 412.0
 
@@ -36,6 +38,8 @@ from pgvigil import __version__
 
 SKIP_REASONS = ("locked", "replica")
 PAUSE_REASONS = ("replica_lag", "active_sessions", "lock_waiters", "autovacuum_behind")
+# What the control API (control.py) can be asked to do; each is counted.
+CONTROL_ACTIONS = ("run", "pause", "resume")
 
 
 @dataclass
@@ -83,6 +87,8 @@ class SidecarState:
         self.health: dict[str, float] = {}
         self._archive_requested_at = float("-inf")
         self.archive_requested = False
+        self.paused = False
+        self.control_actions = dict.fromkeys(CONTROL_ACTIONS, 0)
 
     def job_started(self, name: str) -> None:
         with self._lock:
@@ -160,6 +166,16 @@ class SidecarState:
             requested, self.archive_requested = self.archive_requested, False
             return requested
 
+    def set_paused(self, paused: bool) -> bool:
+        """Pause or resume the schedule; False when it already was so."""
+        with self._lock:
+            changed, self.paused = self.paused != paused, paused
+            return changed
+
+    def control_action(self, action: str) -> None:
+        with self._lock:
+            self.control_actions[action] += 1
+
     def set_report(self, headline: Mapping[str, Any]) -> None:
         with self._lock:
             self.report = dict(headline)
@@ -184,6 +200,8 @@ class SidecarState:
                 "analyzed_tables": self.analyzed_tables,
                 "report": dict(self.report),
                 "health": dict(self.health),
+                "paused": self.paused,
+                "control_actions": dict(self.control_actions),
             }
 
 
@@ -224,6 +242,19 @@ class SidecarCollector(RegistryCollector):
         for check, value in sorted(snap["health"].items()):
             health.add_metric([check], value)
         yield health
+        yield GaugeMetricFamily(
+            "pgvigil_sidecar_schedule_paused",
+            "1 while the schedule is paused by POST /schedule/pause (requested runs still run).",
+            value=1.0 if snap["paused"] else 0.0,
+        )
+        actions = CounterMetricFamily(
+            "pgvigil_sidecar_control_actions",
+            "Requests accepted by the control API: run a job, pause or resume the schedule.",
+            labels=["action"],
+        )
+        for action, count in sorted(snap["control_actions"].items()):
+            actions.add_metric([action], float(count))
+        yield actions
         yield from report_families(snap["report"])
 
 

@@ -228,6 +228,12 @@ def _parse_basic(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
+def basic_auth_user(header: str | None) -> str | None:
+    """The user named by an `Authorization: Basic` header (check it with BasicAuth first)."""
+    credentials = _parse_basic(header)
+    return credentials[0] if credentials else None
+
+
 def check(path: Path) -> str:
     """Validate the file and its certificates as `apply` would; a one-line summary."""
     config = load(path)

@@ -1,8 +1,10 @@
 """A small threaded HTTP server shared by the exporter and the sidecar.
 
-Routes map a path to a function returning (status, content type, body). Responses are
-gzipped when the client asks. TLS and basic auth from `--web.config.file` (the
-exporter-toolkit format) are applied by `config.py` beside this module when it is given.
+Routes map a path to a function returning (status, content type, body); they answer GET
+only. `actions` (the sidecar's control API) sees every other path with its method and the
+basic-auth user, so state changes can be POST only. Responses are gzipped when the client
+asks. TLS and basic auth from `--web.config.file` (the exporter-toolkit format) are applied by
+`config.py` beside this module when it is given.
 """
 
 from __future__ import annotations
@@ -30,13 +32,32 @@ class Response:
     status: int
     content_type: str
     body: bytes
+    headers: Mapping[str, str] | None = None
 
     @classmethod
-    def text(cls, body: str, status: int = 200) -> Response:
-        return cls(status, "text/plain; charset=utf-8", body.encode())
+    def text(
+        cls, body: str, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        return cls(status, "text/plain; charset=utf-8", body.encode(), headers)
 
 
 Handler = Callable[[Mapping[str, list[str]]], Response]
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    user: str | None  # the basic-auth user; None when basic auth is off
+    client: str
+
+
+# Returns None for a path it does not know (404).
+Action = Callable[[Request], "Response | None"]
+
+# A control request carries no body worth more than this; larger ones are refused unread.
+MAX_BODY_BYTES = 64 * 1024
 
 
 class Server(ThreadingHTTPServer):
@@ -46,6 +67,7 @@ class Server(ThreadingHTTPServer):
     # a dashboard refresh) would overflow it and wait seconds for TCP retransmits.
     request_queue_size = 128
     routes: Mapping[str, Handler]
+    actions: Action | None = None
     # Set by the web config: True when the Authorization header is good.
     authorize: Callable[[str | None], bool] | None = None
     # Set by webconfig when TLS is on. The handshake happens in the request's own thread
@@ -95,23 +117,51 @@ class _RequestHandler(BaseHTTPRequestHandler):
     timeout = 30  # seconds a client may stay silent before its connection is dropped
 
     def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _handle(self, method: str) -> None:
         url = urlsplit(self.path)
+        length_header = self.headers.get("Content-Length") or "0"
+        length = int(length_header) if length_header.isdigit() else MAX_BODY_BYTES + 1
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._send(Response.text("request body too large or unreadable length\n", 413))
+            return
+        if length:
+            self.rfile.read(length)  # unused, but read so the connection stays in step
+        header = self.headers.get("Authorization")
         authorize = self.server.authorize
-        if authorize is not None and not authorize(self.headers.get("Authorization")):
+        if authorize is not None and not authorize(header):
             denied = Response.text("unauthorized\n", 401)
             self._send(denied, extra={"WWW-Authenticate": 'Basic realm="pgvigil"'})
             return
         handler = self.server.routes.get(url.path)
-        if handler is None:
-            self._send(Response.text("not found\n", 404))
-            return
         _request.headers = self.headers
         try:
-            response = handler(parse_qs(url.query))
+            response: Response | None
+            if handler is not None and method != "GET":
+                response = Response.text("method not allowed\n", 405, headers={"Allow": "GET"})
+            elif handler is not None:
+                response = handler(parse_qs(url.query))
+            elif self.server.actions is not None:
+                response = self.server.actions(
+                    Request(
+                        method,
+                        url.path,
+                        parse_qs(url.query),
+                        webconfig.basic_auth_user(header) if authorize is not None else None,
+                        self.address_string(),
+                    )
+                )
+            else:
+                response = None
         except Exception as e:  # a bug in one page must not kill the server
             log.error("error serving %s: %s", url.path, scrub(str(e)))
             response = Response.text("internal error, see the pgvigil log\n", 500)
-        self._send(response)
+        self._send(response or Response.text("not found\n", 404))
 
     def _send(self, response: Response, extra: Mapping[str, str] | None = None) -> None:
         body = response.body
@@ -123,7 +173,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if gzipped:
             self.send_header("Content-Encoding", "gzip")
-        for key, value in {**(self.server.extra_headers or {}), **(extra or {})}.items():
+        headers = {**(self.server.extra_headers or {}), **(response.headers or {}), **(extra or {})}
+        for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
@@ -133,11 +184,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 
 def make_server(
-    listen_address: str, routes: Mapping[str, Handler], web_config_file: Path | None = None
+    listen_address: str,
+    routes: Mapping[str, Handler],
+    web_config_file: Path | None = None,
+    actions: Action | None = None,
 ) -> Server:
     host, port = parse_listen_address(listen_address)
     server = Server((host, port), _RequestHandler)
     server.routes = routes
+    server.actions = actions
     if web_config_file is not None:
         webconfig.apply(server, web_config_file)
     return server
