@@ -22,6 +22,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: $(VENV)/.installed system-packages lint
 	$(PY) -m pytest $(PYTEST_ARGS)
