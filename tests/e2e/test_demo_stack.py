@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.postgres import free_port, wait_until
+from pgvigil.demo.ports import free_port
+from tests.support.postgres import wait_until
 
 pytestmark = pytest.mark.e2e
 

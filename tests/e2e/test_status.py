@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
+from pgvigil.demo.ports import free_port
 from tests.support.observed_stack import Observed, observed_stack
-from tests.support.postgres import cluster, free_port
+from tests.support.postgres import cluster
 from tests.support.stack import prometheus
 
 pytestmark = pytest.mark.e2e

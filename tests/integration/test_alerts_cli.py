@@ -136,7 +136,7 @@ def test_ack_by_silence_id_roundtrip(am: Alertmanager) -> None:
 
 
 def test_unreachable_alertmanager_is_one_clear_line(tmp_path: Path) -> None:
-    from tests.support.postgres import free_port
+    from pgvigil.demo.ports import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     # A real process once: exit code and stderr exactly as a user sees them, no traceback.
@@ -163,7 +163,7 @@ def test_bad_input_exits_2(am: Alertmanager) -> None:
 
 
 def test_ha_cluster_urls_skip_a_dead_peer_and_silences_replicate(tmp_path: Path) -> None:
-    from tests.support.postgres import free_port
+    from pgvigil.demo.ports import free_port
 
     config = "route: {receiver: none}\nreceivers: [{name: none}]\n"
     dead = f"http://127.0.0.1:{free_port()}"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import yaml
 
+from pgvigil.demo.ports import free_port
 from tests.conftest import Db
-from tests.support.postgres import Server, free_port
+from tests.support.postgres import Server
 from tests.support.processes import pgvigil_serve
 from tests.support.stack import PROMETHEUS, Prometheus, _service
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 
 from pgvigil.demo import data as demodata
-from tests.support.postgres import Server, free_port
+from pgvigil.demo.ports import free_port
+from tests.support.postgres import Server
 from tests.support.processes import Process, pgvigil_cmd, pgvigil_serve, stop, wait_http
 from tests.support.stack import Prometheus, prometheus
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.postgres import free_port
+from pgvigil.demo.ports import free_port
 
 
 @dataclass

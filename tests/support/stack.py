@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.postgres import free_port
+from pgvigil.demo.ports import free_port
 from tests.support.processes import stop, wait_http
 
 PROMETHEUS = "/usr/bin/prometheus"
