@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from pgvigil.demo.ports import free_port
+from pgvigil.demo.stack import prometheus
 from tests.support.observed_stack import Observed, observed_stack
 from tests.support.postgres import cluster
-from tests.support.stack import prometheus
 
 pytestmark = pytest.mark.e2e
 

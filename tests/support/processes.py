@@ -103,3 +103,15 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def pgvigil_alerts(am_url: str, *args: str) -> str:
+    """Run `pgvigil alerts ARGS --alertmanager.url am_url`; its stdout (it must succeed)."""
+    result = subprocess.run(
+        pgvigil_cmd("alerts", *args, "--alertmanager.url", am_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
