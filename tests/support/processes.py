@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,3 +116,19 @@ def pgvigil_alerts(am_url: str, *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def wait_for_line(
+    log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float
+) -> re.Match[str]:
+    """The first match of `pattern` (multi-line) in the log a process writes, once written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        found = re.search(pattern, text, re.M)
+        if found:
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"the process exited with {proc.returncode}:\n{text}")
+        time.sleep(0.5)
+    raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n{log.read_text()}")
