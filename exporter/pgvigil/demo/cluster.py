@@ -22,6 +22,7 @@ import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ BASE_SETTINGS: dict[str, object] = {
     "max_connections": 40,
 }
 SETTINGS_FILE = "pgvigil-cluster.conf"  # included by postgresql.conf, rewritten at each start
+_USABLE: set[Path] = set()  # installations already opened to the server's account
 
 
 class ClusterError(Exception):
@@ -160,6 +162,32 @@ def os_user() -> str | None:
     return OS_USER
 
 
+def let_reach(path: Path) -> None:
+    """Let every account traverse (not list) the directories above `path`, as pgserver does:
+    a venv under /root or a 0700 temporary directory would otherwise keep the server's account
+    from its own binaries."""
+    for parent in path.resolve().parents:
+        _add_mode(parent, stat.S_IXOTH)
+
+
+def let_use(installation: Path) -> None:
+    """Let every account read the installation and run its programs: pip keeps a wheel's file
+    modes, and pgserver's are its owner's only."""
+    for directory, _dirs, files in os.walk(installation):
+        _add_mode(Path(directory), stat.S_IROTH | stat.S_IXOTH)
+        for name in files:
+            path = Path(directory) / name
+            mode = path.lstat().st_mode
+            if stat.S_ISREG(mode):
+                _add_mode(path, stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0))
+
+
+def _add_mode(path: Path, bits: int) -> None:
+    mode = path.stat().st_mode
+    if mode & bits != bits:
+        path.chmod(mode | bits)
+
+
 def conf_value(value: object) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -196,6 +224,11 @@ class Cluster:
         self.dir = Path(tempfile.mkdtemp(prefix=prefix)) if directory is None else directory
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.user:
+            if self.binaries.bin not in _USABLE:
+                let_reach(self.binaries.bin)
+                let_use(self.binaries.bin.parent)
+                _USABLE.add(self.binaries.bin)
+            let_reach(self.dir)
             shutil.chown(self.dir, self.user)
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"
