@@ -162,24 +162,36 @@ def os_user() -> str | None:
     return OS_USER
 
 
+def as_account(user: str | None) -> dict[str, Any]:
+    """subprocess arguments that run a program as `user` with its own group and none of ours
+    (with `user=` alone it would keep root's groups)."""
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
+
+
 def let_reach(path: Path) -> None:
     """Let every account traverse (not list) the directories above `path`, as pgserver does:
     a venv under /root or a 0700 temporary directory would otherwise keep the server's account
     from its own binaries."""
     for parent in path.resolve().parents:
-        _add_mode(parent, stat.S_IXOTH)
+        _add_mode(parent, EXECUTE)
+
+
+READ = stat.S_IRGRP | stat.S_IROTH
+EXECUTE = stat.S_IXGRP | stat.S_IXOTH
 
 
 def let_use(installation: Path) -> None:
     """Let every account read the installation and run its programs: pip keeps a wheel's file
     modes, and pgserver's are its owner's only."""
     for directory, _dirs, files in os.walk(installation):
-        _add_mode(Path(directory), stat.S_IROTH | stat.S_IXOTH)
+        _add_mode(Path(directory), READ | EXECUTE)
         for name in files:
             path = Path(directory) / name
             mode = path.lstat().st_mode
             if stat.S_ISREG(mode):
-                _add_mode(path, stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0))
+                _add_mode(path, READ | (EXECUTE if mode & stat.S_IXUSR else 0))
 
 
 def _add_mode(path: Path, bits: int) -> None:
@@ -264,7 +276,7 @@ class Cluster:
             [str(self.binaries.bin / program), *args],
             capture_output=True,
             text=True,
-            user=self.user,
+            **as_account(self.user),
         )
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
