@@ -1,7 +1,8 @@
-"""An install carries everything: the wheel, built as a release would be and installed into a
-fresh venv with no checkout anywhere on its path (cwd a temporary directory), renders and checks
-the rules, answers `--help` for every command and starts `pgvigil demo --stack`, all from its
-package data. Needs PyPI (or a pip cache) for the build backend and the dependencies."""
+"""An install carries everything: the wheel, built as a release would be, holds the rule
+templates, thresholds, configs and dashboards; installed into a fresh venv with no checkout
+anywhere on its path (cwd a temporary directory), it renders and checks the rules, answers
+`--help` for every command and starts `pgvigil demo --stack`, all from its package data.
+Needs PyPI (or a pip cache) for the build backend and the dependencies."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ PACKAGE_DATA = [
     "pgvigil/alerting/templates/alerts.yml",
     "pgvigil/alerting/templates/recording.yml",
     "pgvigil/demo/prometheus.yml",
+    "pgvigil/demo/dashboards/overview.json",
+    "pgvigil/demo/dashboards/storage.json",
+    "pgvigil/demo/dashboards/maintenance.json",
 ]
 ALERTS_ACTIONS = ("list", "ack", "unack", "config")
 
