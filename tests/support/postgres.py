@@ -75,14 +75,6 @@ def machine_server() -> Server | None:
     return Server("pg15-machine", params)
 
 
-class Cluster(clusters.Cluster):
-    """The package's throwaway cluster, seen as a Server the tests create databases in."""
-
-    @property
-    def server(self) -> Server:
-        return Server(f"throwaway:{self.binaries.major}:{self.port}", self.params)
-
-
 def default_binaries() -> clusters.Binaries:
     """PGVIGIL_TEST_PG_BIN's (another major's bin/, for a version run), else the preferred."""
     configured = os.environ.get("PGVIGIL_TEST_PG_BIN")
@@ -91,10 +83,22 @@ def default_binaries() -> clusters.Binaries:
     return clusters.find_binaries()
 
 
+class Cluster(clusters.Cluster):
+    """The package's throwaway cluster, seen as a Server the tests create databases in; of
+    default_binaries() unless given others."""
+
+    def __init__(self, binaries: clusters.Binaries | None = None, **kwargs: Any):
+        super().__init__(binaries or default_binaries(), **kwargs)
+
+    @property
+    def server(self) -> Server:
+        return Server(f"throwaway:{self.binaries.major}:{self.port}", self.params)
+
+
 @contextmanager
 def cluster(binaries: clusters.Binaries | None = None, **kwargs: Any) -> Iterator[Cluster]:
     """A started throwaway cluster (default: default_binaries()), destroyed afterwards."""
-    c = Cluster(binaries or default_binaries(), **kwargs)
+    c = Cluster(binaries, **kwargs)
     try:
         yield c.start()
     finally:
