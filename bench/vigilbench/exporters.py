@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from vigilbench.cluster import free_port
+from pgvigil.demo.ports import free_port
 
 POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
 QUERIES_YAML = Path("/usr/share/doc/prometheus-postgres-exporter/examples/queries.yaml")

@@ -1,8 +1,8 @@
 """Alert pipeline timing: from a database crossing its size warning to the email, split into
-the stages each setting governs. Every part is real and on loopback (the launchers of
-tests/support/stack.py): pgvigil serve -> Prometheus with the project's rules (size thresholds
-rendered just above the database's size) -> Alertmanager with the committed alertmanager.yml
-(only its timers changed) -> an SMTP sink.
+the stages each setting governs. Every part is real and on loopback (pgvigil.demo's launchers,
+which the demo and the tests use too): pgvigil serve -> Prometheus with the project's rules
+(size thresholds rendered just above the database's size) -> Alertmanager with the committed
+alertmanager.yml (only its timers changed) -> an SMTP sink.
 
     scrape      crossing -> first scraped sample above the threshold     (scrape_interval)
     evaluation  that sample -> the alert's activeAt (pending)            (evaluation_interval)
@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,24 +27,18 @@ from typing import Any
 import yaml
 from psycopg import sql
 
+from pgvigil.demo.services import MailSink, start_alertmanager
+from pgvigil.demo.stack import alertmanager_config, prometheus
 from vigilbench.databases import Server
 from vigilbench.exporters import Exporter, PgvigilSource
 from vigilbench.machine import load_average
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
 ALERT = "PgvigilDatabaseSizeHigh"
+TO = "dba@bench"
 MiB = 1024 * 1024
 FILL_SQL = "INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, %s)"
-
-
-def _stack() -> Any:
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from tests.support import stack
-
-    return stack
 
 
 def _rules(tmp: Path, dbname: str, size_now: int, for_: str) -> list[Path]:
@@ -70,21 +63,6 @@ def _rules(tmp: Path, dbname: str, size_now: int, for_: str) -> list[Path]:
     return [out / "recording.yml", out / "alerts.yml"]
 
 
-def _alertmanager_config(smarthost: str, group_wait: str) -> str:
-    from pgvigil.alerting.alertmanager import effective_config
-
-    text = effective_config(
-        (REPO / "alertmanager.yml").read_text(),
-        {"PGVIGIL_SMTP_SMARTHOST": smarthost, "PGVIGIL_ALERT_EMAIL_TO": "dba@bench"},
-    )
-    config = yaml.safe_load(text)
-    timers = {"group_wait": group_wait, "group_interval": "1m", "repeat_interval": "1h"}
-    config["route"].update(timers)
-    for route in config["route"].get("routes", []):
-        route.update(timers)
-    return yaml.safe_dump(config, sort_keys=False)
-
-
 def _parse_time(text: str) -> float:
     from datetime import datetime
 
@@ -94,7 +72,6 @@ def _parse_time(text: str) -> float:
 def run(
     server: Server, *, interval: str = "5s", for_: str = "10s", group_wait: str = "5s"
 ) -> dict[str, Any]:
-    stack = _stack()
     tmp = Path(tempfile.mkdtemp(prefix="pgvigil-bench-pipeline-"))
     dbname = f"{server.prefix}_pipeline"
     server.drop(dbname)
@@ -117,17 +94,18 @@ def run(
         threshold = size_now + 2 * MiB
         rules = _rules(tmp, dbname, size_now, for_)
         dsn = " ".join(f"{k}={v}" for k, v in server.params_for(dbname).items())
+        timers = {"group_wait": group_wait, "group_interval": "1m", "repeat_interval": "1h"}
         cmd, env = PgvigilSource.command("--log.level=warning", "serve")
         exporter = Exporter("pgvigil", cmd, {**env, "DATA_SOURCE_NAME": dsn}, tmp)
         try:
             exporter.wait_ready()
             target = exporter.url.removeprefix("http://").removesuffix("/metrics")
             with (
-                stack.smtp_sink() as smtp,
-                stack.alertmanager(tmp, _alertmanager_config(smtp.smarthost, group_wait)) as am,
-                stack.prometheus(
-                    tmp, [target], rules, alertmanagers=[am.url], interval=interval
-                ) as prom,
+                MailSink() as smtp,
+                start_alertmanager(
+                    tmp, alertmanager_config(smtp.address, timers, "dba@bench")
+                ) as am,
+                prometheus(tmp, [target], rules, alertmanagers=[am.url], interval=interval) as prom,
             ):
                 series = f'pgvigil_database_size_bytes{{datname="{dbname}"}}'
                 prom.wait_for(series, timeout=60)

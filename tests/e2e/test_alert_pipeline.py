@@ -20,14 +20,13 @@ from typing import Any
 import pytest
 import yaml
 
-from pgvigil.alerting.alertmanager import effective_config
-from pgvigil.alerting.alerts import DEFAULT_CONFIG
 from pgvigil.cli import main as pgvigil_main
 from pgvigil.config.thresholds import load_thresholds
+from pgvigil.demo.services import MailSink, start_alertmanager
+from pgvigil.demo.stack import alertmanager_config, prometheus
 from tests.conftest import Db
 from tests.support.postgres import wait_until
-from tests.support.processes import pgvigil_serve
-from tests.support.stack import alertmanager, pgvigil_alerts, prometheus, smtp_sink
+from tests.support.processes import pgvigil_alerts, pgvigil_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -36,18 +35,6 @@ ALERT = "PgvigilDatabaseSizeHigh"
 # Timers of the derived Alertmanager config: everything else is the committed file.
 FAST_TIMERS = {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "4s"}
 FILL_SQL = "INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, %s)"
-
-
-def fast_alertmanager_config(smarthost: str) -> str:
-    text = effective_config(
-        DEFAULT_CONFIG.read_text(),
-        {"PGVIGIL_SMTP_SMARTHOST": smarthost, "PGVIGIL_ALERT_EMAIL_TO": "dba@test"},
-    )
-    config = yaml.safe_load(text)
-    config["route"].update(FAST_TIMERS)
-    for route in config["route"]["routes"]:
-        route.update(FAST_TIMERS)
-    return yaml.safe_dump(config, sort_keys=False)
 
 
 def render_lowered_rules(tmp_path: Path, dbname: str, size_now: int) -> list[Path]:
@@ -117,8 +104,10 @@ def test_size_alert_email_inhibition_ack_and_resolution(machine_db: Db, tmp_path
     exporter_config = tmp_path / "pgvigil.yml"
     exporter_config.write_text("cache:\n  database_size_ttl_seconds: 0\n")
     with (
-        smtp_sink() as smtp,
-        alertmanager(tmp_path, fast_alertmanager_config(smtp.smarthost)) as am,
+        MailSink() as smtp,
+        start_alertmanager(
+            tmp_path, alertmanager_config(smtp.address, FAST_TIMERS, to="dba@test")
+        ) as am,
         pgvigil_serve(tmp_path, ["--config.file", str(exporter_config)], env=env) as exporter,
         prometheus(
             tmp_path,

@@ -18,8 +18,9 @@ import yaml
 
 from pgvigil.alerting.alertmanager import effective_config
 from pgvigil.alerting.alerts import DEFAULT_CONFIG
+from pgvigil.demo.services import Alertmanager, MailSink, start_alertmanager
 from tests.support.postgres import wait_until
-from tests.support.stack import Alertmanager, alertmanager, pgvigil_alerts, smtp_sink
+from tests.support.processes import pgvigil_alerts
 
 pytestmark = pytest.mark.e2e
 
@@ -62,13 +63,13 @@ def silence_state(am: Alertmanager, silence_id: str) -> str | None:
 
 def test_a_silence_made_on_one_peer_is_honoured_by_the_other(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with (
-        smtp_sink() as smtp,
-        alertmanager(
-            tmp_path, config(smtp.smarthost), cluster=True, extra_args=CLUSTER_TIMERS
+        MailSink() as smtp,
+        start_alertmanager(
+            tmp_path, config(smtp.address), cluster=True, extra_args=CLUSTER_TIMERS
         ) as am1,
-        alertmanager(
+        start_alertmanager(
             tmp_path,
-            config(smtp.smarthost),
+            config(smtp.address),
             cluster=True,
             extra_args=[f"--cluster.peer={am1.cluster_address}", *CLUSTER_TIMERS],
         ) as am2,

@@ -5,11 +5,9 @@ email arrives and is kept as a file, `pgvigil status` reads the stack, and Ctrl-
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from email import message_from_bytes, policy
@@ -18,24 +16,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.postgres import free_port, wait_until
+from pgvigil.demo.ports import free_port
+from tests.support.postgres import wait_until
+from tests.support.processes import wait_for_line
 
 pytestmark = pytest.mark.e2e
 
 DEMO = (sys.executable, "-m", "pgvigil", "demo", "--stack", "--alert-for", "1s")
-
-
-def wait_for_line(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        m = re.search(pattern, text, re.M)
-        if m:
-            return m.group(0)
-        if proc.poll() is not None:
-            raise AssertionError(f"demo exited with {proc.returncode}:\n{text}")
-        time.sleep(0.5)
-    raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n{log.read_text()}")
 
 
 def test_demo_stack_fires_an_alert_mails_it_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -48,11 +35,11 @@ def test_demo_stack_fires_an_alert_mails_it_and_stops_on_ctrl_c(tmp_path: Path) 
             stderr=subprocess.STDOUT,
         )
     try:
-        prom = wait_for_line(log, r"^  prometheus +(\S+)", proc, 90).split()[1]
+        prom = wait_for_line(log, r"^  prometheus +(\S+)", proc, 90)[1]
         mail_line = wait_for_line(
             log, r"^mail to dba@localhost: \[FIRING:\d+\] Pgvigil\w+ .*\((\S+\.eml)\)$", proc, 90
         )
-        path = Path(re.search(r"\((\S+\.eml)\)$", mail_line).group(1))  # type: ignore[union-attr]
+        path = Path(mail_line[1])
         message = message_from_bytes(path.read_bytes(), policy=policy.default)
         assert message["To"] == "dba@localhost"
         body = message.get_body(preferencelist=("plain",))

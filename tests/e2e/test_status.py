@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+from pgvigil.demo.ports import free_port
+from pgvigil.demo.stack import prometheus
 from tests.support.observed_stack import Observed, observed_stack
-from tests.support.postgres import cluster, free_port
-from tests.support.stack import prometheus
+from tests.support.postgres import cluster
 
 pytestmark = pytest.mark.e2e
 

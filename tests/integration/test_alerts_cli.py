@@ -15,20 +15,21 @@ import yaml
 from pgvigil.alerting.alertmanager import effective_config
 from pgvigil.alerting.alerts import DEFAULT_CONFIG
 from pgvigil.cli import main
+from pgvigil.demo.services import Alertmanager, MailSink, start_alertmanager
+from pgvigil.demo.stack import prometheus
 from tests.support.postgres import wait_until
 from tests.support.processes import pgvigil_cmd
-from tests.support.stack import Alertmanager, alertmanager, prometheus, smtp_sink
 
 
 @pytest.fixture(scope="module")
 def am(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
     tmp = tmp_path_factory.mktemp("am")
-    with smtp_sink() as smtp:
+    with MailSink() as smtp:
         config = effective_config(
             DEFAULT_CONFIG.read_text(),
-            {"PGVIGIL_SMTP_SMARTHOST": smtp.smarthost, "PGVIGIL_ALERT_EMAIL_TO": "t@test"},
+            {"PGVIGIL_SMTP_SMARTHOST": smtp.address, "PGVIGIL_ALERT_EMAIL_TO": "t@test"},
         )
-        with alertmanager(tmp, config) as am:
+        with start_alertmanager(tmp, config) as am:
             yield am
 
 
@@ -136,7 +137,7 @@ def test_ack_by_silence_id_roundtrip(am: Alertmanager) -> None:
 
 
 def test_unreachable_alertmanager_is_one_clear_line(tmp_path: Path) -> None:
-    from tests.support.postgres import free_port
+    from pgvigil.demo.ports import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     # A real process once: exit code and stderr exactly as a user sees them, no traceback.
@@ -163,13 +164,13 @@ def test_bad_input_exits_2(am: Alertmanager) -> None:
 
 
 def test_ha_cluster_urls_skip_a_dead_peer_and_silences_replicate(tmp_path: Path) -> None:
-    from tests.support.postgres import free_port
+    from pgvigil.demo.ports import free_port
 
     config = "route: {receiver: none}\nreceivers: [{name: none}]\n"
     dead = f"http://127.0.0.1:{free_port()}"
     with (
-        alertmanager(tmp_path, config, cluster=True) as first,
-        alertmanager(
+        start_alertmanager(tmp_path, config, cluster=True) as first,
+        start_alertmanager(
             tmp_path, config, cluster=True, extra_args=[f"--cluster.peer={first.cluster_address}"]
         ) as second,
     ):
@@ -202,7 +203,7 @@ def test_ack_of_an_alert_no_rule_defines_exits_2(am: Alertmanager) -> None:
 
 
 def test_status_shows_who_acknowledged_a_firing_alert(tmp_path: Path, am: Alertmanager) -> None:
-    from tests.support.postgres import free_port
+    from pgvigil.demo.ports import free_port
 
     dead_url = f"http://127.0.0.1:{free_port()}"
     rules = tmp_path / "firing.yml"

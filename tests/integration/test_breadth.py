@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import Db
 from tests.support.inprocess import scraper
-from tests.support.postgres import Cluster, _pg_bin, free_port, wait_until
+from tests.support.postgres import Cluster, wait_until
 from tests.support.samples import Samples, scrape_once, series, value
 
 
@@ -197,7 +197,7 @@ def receiving(throwaway_cluster: Cluster, tmp_path: Path) -> Iterator[Cluster]:
     with open(tmp_path / "pg_receivewal.log", "wb") as log:  # the child keeps its own copy
         proc = subprocess.Popen(
             [
-                str(_pg_bin() / "pg_receivewal"),
+                str(throwaway_cluster.binaries.bin / "pg_receivewal"),
                 *("-D", str(target), "-h", "127.0.0.1", "-p", str(throwaway_cluster.port)),
                 *("-U", "postgres", "--no-password"),
             ],
@@ -236,26 +236,8 @@ def test_replication_lag_of_a_streaming_receiver(receiving: Cluster) -> None:
 @pytest.fixture
 def streaming_replica(throwaway_cluster: Cluster) -> Iterator[tuple[Cluster, dict[str, Any]]]:
     """A real hot standby of the throwaway cluster (pg_basebackup -R), on its own port."""
-    primary = throwaway_cluster
-    data = primary.dir / "replica"
-    port = free_port()
-    run = {"check": True, "capture_output": True, "user": primary.user}
-    subprocess.run(
-        [
-            str(_pg_bin() / "pg_basebackup"),
-            *("-D", str(data), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"),
-            *("-R", "-X", "stream", "--no-sync"),
-        ],
-        **run,
-    )
-    with open(data / "postgresql.conf", "a") as conf:
-        conf.write(f"port = {port}\nunix_socket_directories = '{primary.dir}'\n")
-    pg_ctl = [str(_pg_bin() / "pg_ctl"), "-D", str(data), "-w", "-t", "30"]
-    subprocess.run([*pg_ctl, "-l", str(primary.dir / "replica.log"), "start"], **run)
-    try:
-        yield primary, {"host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres"}
-    finally:
-        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], **{**run, "check": False})
+    with throwaway_cluster.standby() as replica:
+        yield throwaway_cluster, replica.params
 
 
 def test_replication_lag_of_a_hot_standby_from_both_ends(

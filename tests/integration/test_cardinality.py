@@ -31,8 +31,8 @@ END $$
 
 
 @pytest.fixture(scope="module")
-def many_tables(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with cluster(tmp_path_factory.mktemp("cardinality")) as c:
+def many_tables() -> Iterator[Cluster]:
+    with cluster() as c:
         with c.server.connect() as conn:
             conn.execute(MANY_TABLES_SQL)
             demodata.insert_history(conn, days=2, rows=2000, conversations=20)

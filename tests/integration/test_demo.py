@@ -10,7 +10,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.postgres import free_port, wait_until
+from pgvigil.demo.ports import free_port
+from tests.support.postgres import wait_until
 from tests.support.processes import parse_samples, pgvigil_cmd, sample, wait_http
 
 

@@ -45,10 +45,9 @@ def _waiter(params: dict[str, Any], pids: list[int], errors: list[BaseException]
 
 @pytest.fixture(scope="module")
 def scene() -> Iterator[Scene]:
-    c = Cluster()
-    with open(c.data / "postgresql.conf", "a") as f:
-        # autovacuum off: a table due for it stays due while the test looks.
-        f.write("wal_level = logical\nmax_prepared_transactions = 5\nautovacuum = off\n")
+    # autovacuum off: a table due for it stays due while the test looks.
+    settings = {"wal_level": "logical", "max_prepared_transactions": 5, "autovacuum": "off"}
+    c = Cluster(settings=settings)
     c.start()
     server = c.server
     params = server.conninfo("postgres")

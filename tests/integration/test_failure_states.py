@@ -108,7 +108,7 @@ def test_lock_timeout_applies_to_collector_sessions(machine_db: Db) -> None:
 def test_an_unreachable_host_answers_up_zero_within_the_connect_timeout(
     tmp_path: Path, dsn_style: str
 ) -> None:
-    from tests.support.postgres import free_port
+    from pgvigil.demo.ports import free_port
 
     port = free_port()  # nothing listens here
     dsn = (

@@ -140,9 +140,9 @@ class Chat:
 
 
 @pytest.fixture(scope="module")
-def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def shared_cluster() -> Iterator[Cluster]:
     # One initdb for the module: each test gets its own database in it.
-    with cluster(tmp_path_factory.mktemp("faults")) as c:
+    with cluster() as c:
         yield c
 
 

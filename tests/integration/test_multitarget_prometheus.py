@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
+from pgvigil.demo.services import Prometheus, start_prometheus
 from tests.conftest import Db
-from tests.support.postgres import Server, free_port
+from tests.support.postgres import Server
 from tests.support.processes import pgvigil_serve
-from tests.support.stack import PROMETHEUS, Prometheus, _service
 
 
 def test_prometheus_scrapes_every_discovered_database(
@@ -48,10 +46,7 @@ def test_prometheus_scrapes_every_discovered_database(
     assert datnames == {machine_db.name, other.name, None}  # named targets carry no datname
 
 
-def prometheus_with_sd(tmp_path: Path, exporter_address: str):  # type: ignore[no-untyped-def]
-    port = free_port()
-    workdir = tmp_path / f"prometheus-{port}"
-    workdir.mkdir()
+def prometheus_with_sd(tmp_path: Path, exporter_address: str) -> Prometheus:
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
         "scrape_configs": [
@@ -69,12 +64,4 @@ def prometheus_with_sd(tmp_path: Path, exporter_address: str):  # type: ignore[n
             }
         ],
     }
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        PROMETHEUS,
-        f"--config.file={workdir / 'prometheus.yml'}",
-        f"--storage.tsdb.path={workdir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    return _service(Prometheus, "prometheus", cmd, url, workdir / "prometheus.log", "/-/ready", 30)
+    return start_prometheus(tmp_path, config)

