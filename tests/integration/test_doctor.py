@@ -20,11 +20,14 @@ from tests.support.processes import pgvigil_cmd
 from tests.support.roles import psql, temporary_roles, unique_role
 from tests.support.sidecar import env_for
 
-# The default application table, with a retention so that archival has work to check.
+# The default application table, with a retention so that archival has work to check. The
+# test servers do not preload pg_stat_statements: its collector is off except where a test
+# checks what doctor says about it.
 RETAINED = {
     "application_tables": [
         {"name": "messages", "dimensions": ["provider", "message_type"], "retention_days": 30}
-    ]
+    ],
+    "collectors": {"statements": False},
 }
 
 
@@ -68,11 +71,13 @@ def printed_fixes(output: str) -> list[str]:
     return [line.strip() for line in lines[start + 1 :] if line.startswith("  GRANT")]
 
 
-def test_doctor_as_superuser_all_well(database) -> None:
+def test_doctor_as_superuser_all_well(tmp_path: Path, database) -> None:
     with database.connect() as conn:
         demodata.create_schema(conn)
         demodata.insert_history(conn, days=2, rows=100)
-    result = doctor(database.dsn)
+    result = doctor(
+        database.dsn, config=write_config(tmp_path, {"collectors": {"statements": False}})
+    )
     assert result.returncode == 0
     assert "a superuser: far more than pgvigil needs" in result.stdout
     assert "all well" in result.stdout
@@ -118,7 +123,8 @@ def test_doctor_as_monitoring_role(tmp_path: Path, database) -> None:
     with temporary_roles(database.params, [database.name], [role]):
         psql(database.params, "monitoring_role.sql", monitor_role=role)
         dsn = as_role(database, role)
-        exporter = doctor(dsn, "--only", "exporter")
+        no_statements = write_config(tmp_path, {"collectors": {"statements": False}})
+        exporter = doctor(dsn, "--only", "exporter", config=no_statements)
         assert exporter.returncode == 0
         assert "a member of pg_monitor" in exporter.stdout
         assert "sidecar jobs" not in exporter.stdout
@@ -192,3 +198,17 @@ def test_extension_and_setting_requirements_word_their_fix(machine_db) -> None:
         assert [p.fix for p in timing] == [
             "ALTER SYSTEM SET \"track_io_timing\" = 'on'; SELECT pg_reload_conf();"
         ]
+
+
+def test_doctor_says_how_to_get_top_queries(database) -> None:
+    """Without pg_stat_statements preloaded, the statements collector is the one FIX, and
+    doctor names the line for postgresql.conf and the CREATE EXTENSION."""
+    with database.connect() as conn:
+        demodata.create_schema(conn)
+        demodata.insert_history(conn, days=2, rows=100)
+    result = doctor(database.dsn)
+    assert result.returncode == 1
+    assert "FIX   statements" in result.stdout
+    assert "shared_preload_libraries" in result.stdout
+    assert "pg_stat_statements" in result.stdout
+    assert result.stdout.count("FIX ") == 1, result.stdout

@@ -50,6 +50,7 @@ from pgvigil.config import Config
 from pgvigil.db import Database
 from pgvigil.exporter.collectors.base import Collector
 from pgvigil.exporter.collectors.topn import TopN
+from pgvigil.requirements import Extension
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ def normalise(text: str, length: int) -> str:
 
 class StatementsCollector(Collector):
     name = "statements"
+    requires = (Extension("pg_stat_statements", preload=True),)  # doctor says how
 
     def __init__(self, db: Database, config: Config, clock: Callable[[], float] = time.monotonic):
         super().__init__(db, config)
