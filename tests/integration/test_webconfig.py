@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pgvigil.config import ConfigError
-from pgvigil.web import config as webconfig
+from pgvigil.web import auth as auth_module
 from pgvigil.web.server import make_server
 from tests.support.postgres import free_port
 from tests.support.processes import pgvigil_cmd
@@ -115,13 +115,13 @@ def test_client_certificates_required(tmp_path: Path, pki: Pki, machine_db) -> N
     ("content", "expected"),
     [
         ("basic_auth_users:\n  admin: plaintext\n", "web.yml:2: basic_auth_users: not a bcrypt"),
-        ("tls_server_config:\n  cert_file: /nope.crt\n", "cert_file and key_file must both"),
+        ("tls_server_config:\n  cert_file: /nope.crt\n", "missing one of key or key_file"),
         (
             "tls_server_config:\n  cert_file: /nope.crt\n  key_file: /nope.key\n",
             "cannot load cert_file /nope.crt",
         ),
         ("tls_server_config:\n  min_version: TLS9\n", "web.yml:2: tls_server_config.min_version"),
-        ("tls_server_config:\n  cipher_suites: [X]\n", "cipher_suites: not supported"),
+        ("tls_server_config:\n  cipher_suites: [X]\n", "unknown cipher: X"),
         ("basic_auth_user:\n  a: b\n", "web.yml:2: basic_auth_user: unknown key"),
         ("tls_server_config: [\n", "web.yml:2:1: not valid YAML"),
         ("- a\n", "web.yml:1: the top level must be a mapping"),
@@ -131,12 +131,8 @@ def test_client_certificates_required(tmp_path: Path, pki: Pki, machine_db) -> N
 def test_bad_web_config_is_a_clear_error(tmp_path: Path, content: str, expected: str) -> None:
     web = tmp_path / "web.yml"
     web.write_text(content)
-    server = make_server(f"127.0.0.1:{free_port()}", {})
-    try:
-        with pytest.raises(ConfigError) as e:
-            webconfig.apply(server, web)
-    finally:
-        server.server_close()
+    with pytest.raises(ConfigError) as e:
+        make_server(f"127.0.0.1:{free_port()}", {}, web)
     assert any(expected in problem for problem in e.value.problems), e.value.problems
 
 
@@ -161,27 +157,21 @@ def test_bad_web_config_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_client_ca_needed_for_client_auth(tmp_path: Path, pki: Pki) -> None:
-    web = tmp_path / "web.yml"
-    web.write_text(
-        f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n"
-        "  client_auth_type: RequireAndVerifyClientCert\n"
-    )
-    config = webconfig.load(web)
-    assert config.tls_server_config is not None
-    with pytest.raises(ConfigError, match="client_ca_file: required"):
-        webconfig.tls_context(config.tls_server_config, str(web))
-
-
-def test_bcrypt_outcomes_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
-    auth = webconfig.BasicAuth({USER: bcrypt_hash(PASSWORD)})
+def test_bcrypt_outcomes_are_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = webconfig.bcrypt.checkpw
-    monkeypatch.setattr(webconfig.bcrypt, "checkpw", lambda pw, h: calls.append(1) or real(pw, h))
+    real = auth_module.bcrypt.checkpw
+    monkeypatch.setattr(auth_module.bcrypt, "checkpw", lambda pw, h: calls.append(1) or real(pw, h))
+    auth = auth_module.BasicAuth({USER: bcrypt_hash(PASSWORD)})
     header = basic(USER, PASSWORD)["Authorization"]
-    assert [auth.allowed(header) for _ in range(5)] == [True] * 5
-    assert not auth.allowed(basic(USER, "wrong")["Authorization"])
+    assert [auth.check(header) for _ in range(5)] == [auth_module.Outcome.ALLOWED] * 5
+    assert auth.check(basic(USER, "wrong")["Authorization"]) is auth_module.Outcome.DENIED
     assert len(calls) == 2
+    # However many wrong passwords come, the right one stays remembered.
+    for n in range(auth.DENIED_SIZE + 10):
+        auth.check(basic(USER, f"wrong-{n}")["Authorization"])
+    calls.clear()
+    assert auth.check(header) is auth_module.Outcome.ALLOWED
+    assert calls == []
 
 
 def test_sidecar_serves_tls_with_basic_auth(tmp_path: Path, pki: Pki, machine_db) -> None:
