@@ -193,6 +193,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
     timeout = IDLE_TIMEOUT_SECONDS  # a client silent this long is dropped
+    # Python's default, HTTP/0.9, sends errors for unparseable request lines without a
+    # status line.
+    default_request_version = "HTTP/1.0"
+    server_version = "pgvigil"
+    error_content_type = "text/plain; charset=utf-8"
+    error_message_format = "%(code)d %(message)s\n"
 
     def parse_request(self) -> bool:
         watch = _EofWatch(self.rfile)  # type: ignore[arg-type]
@@ -203,16 +209,21 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.rfile = watch._rfile  # type: ignore[assignment]
         if not ok:
             return False
-        if self.request_version == "HTTP/0.9":
-            # No version means HTTP/0.9, which has no status line: answer in HTTP/1.0 instead
-            # of sending a bare body nobody can tell from an error.
-            self.request_version = "HTTP/1.0"
+        if len(self.requestline.split()) == 2:
+            # No version means HTTP/0.9, whose answer is a bare body nobody can tell from an
+            # error: refuse it, as Go's net/http does.
             self.send_error(400, "Bad request (no HTTP version)")
             return False
         if watch.truncated:
             self.send_error(400, "Bad request (headers cut off)")
             return False
+        if self.headers.defects:  # a header line without a colon, say
+            self.send_error(400, "Bad request (malformed header line)")
+            return False
         return True
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def do_GET(self) -> None:
         self._answer(head=False)
