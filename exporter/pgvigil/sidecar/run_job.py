@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pgvigil.logs import printable
 from pgvigil.sidecar.command import (
     add_common_flags,
     build_context,
@@ -41,11 +42,13 @@ def run(args: argparse.Namespace) -> int:
     if args.check_config or args.check_connection:
         return check_and_exit(args, ctx, params)
     ctx.dry_run = args.dry_run
+    # Lines name tables, which may hold line breaks or terminal escapes: printed escaped.
     if sys.stdout.isatty():
         terminal = TerminalProgress(sys.stdout)
-        ctx.progress, ctx.progress_bar = terminal.line, terminal.bar
+        ctx.progress = lambda line: terminal.line(printable(line))
+        ctx.progress_bar = terminal.bar
     else:
-        ctx.progress = lambda line: print(line, flush=True)
+        ctx.progress = lambda line: print(printable(line), flush=True)
     stop_on_signals(ctx)
     try:
         outcome = run_job(args.job, ctx)
@@ -55,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
     if ctx.state.take_archive_request():  # the loop would archive now; run-job only says so
         print("the database is past its size warning threshold: run `pgvigil run-job archive`")
     if outcome.startswith("skipped"):
-        print(f"{args.job}: skipped: {stats.last_message}", flush=True)
+        print(f"{args.job}: skipped: {printable(stats.last_message)}", flush=True)
     elif outcome == "failure":
-        print(f"pgvigil: {args.job} failed: {stats.last_message}", file=sys.stderr)
+        print(f"pgvigil: {args.job} failed: {printable(stats.last_message)}", file=sys.stderr)
         return 1
     elif outcome == "stopped":
-        print(f"{args.job}: stopped by a signal: {stats.last_message}", flush=True)
+        print(f"{args.job}: stopped by a signal: {printable(stats.last_message)}", flush=True)
         return 130
     return 0
