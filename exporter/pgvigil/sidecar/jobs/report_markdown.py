@@ -20,9 +20,12 @@ _CONTROL_NAMES = {"\n": "n", "\r": "r", "\t": "t"}
 def md(value: Any) -> str:
     """Text for one line of Markdown, shown as is: specials escaped, line breaks and other
     unprintable characters spelt out (a visible backslash sequence)."""
+    text = str(value)
     out = []
-    for ch in str(value):
-        if ch in _MARKDOWN_SPECIAL:
+    for n, ch in enumerate(text):
+        if ch == "_" and 0 < n < len(text) - 1 and text[n - 1].isalnum() and text[n + 1].isalnum():
+            out.append(ch)  # inside a word, as in most table names: never emphasis
+        elif ch in _MARKDOWN_SPECIAL:
             out.append("\\" + ch)
         elif not ch.isprintable() and ch != " ":
             code = _CONTROL_NAMES.get(ch) or (
