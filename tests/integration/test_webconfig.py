@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import ssl
 import subprocess
+import threading
+import time
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from pgvigil.config import ConfigError
 from pgvigil.web import auth as auth_module
 from pgvigil.web.server import make_server
 from tests.support.postgres import free_port
-from tests.support.processes import pgvigil_cmd
+from tests.support.processes import pgvigil_cmd, pgvigil_serve
 from tests.support.sidecar import write_config
 from tests.support.tls import (
     Pki,
@@ -190,3 +194,57 @@ def test_sidecar_serves_tls_with_basic_auth(tmp_path: Path, pki: Pki, machine_db
         assert plain.status == 400
         assert "pgvigil_sidecar" not in plain.body
         assert PASSWORD not in p.log()
+
+
+def test_wrong_password_flood_leaves_authorised_scrapes_answered(
+    tmp_path: Path, machine_db
+) -> None:
+    """bcrypt runs one at a time: a flood of wrong passwords costs at most about one core,
+    gets 401 or 429, and a scrape whose credentials are remembered keeps its 200."""
+    slow = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=11)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  {USER}: {slow}\n")
+    env = {"DATA_SOURCE_NAME": machine_db.dsn}
+    with pgvigil_serve(tmp_path, ["--web.config.file", str(web)], env, ready_path="/") as p:
+        port = int(p.url.rsplit(":", 1)[1])
+        assert http_get_auth(port, basic(USER, PASSWORD)) == 200  # now remembered
+        stop = threading.Event()
+        flood_answers: list[int] = []
+
+        def flood(n: int) -> None:
+            while not stop.is_set():
+                flood_answers.append(http_get_auth(port, basic(USER, f"wrong-{n}-{time.time()}")))
+
+        threads = [threading.Thread(target=flood, args=(n,)) for n in range(8)]
+        before = process_cpu_seconds(p.proc.pid)
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        try:
+            authorised = [http_get_auth(port, basic(USER, PASSWORD)) for _ in range(20)]
+            time.sleep(2)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        cores = (process_cpu_seconds(p.proc.pid) - before) / (time.monotonic() - started)
+        assert authorised == [200] * 20
+        assert flood_answers and set(flood_answers) <= {401, 429}
+        assert cores < 1.5, f"{cores:.2f} cores busy during the flood"
+        assert "Traceback" not in p.log()
+
+
+def http_get_auth(port: int, headers: dict[str, str]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", "/healthz", headers=headers)
+        r = conn.getresponse()
+        r.read()
+        return r.status
+    finally:
+        conn.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
