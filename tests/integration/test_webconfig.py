@@ -127,6 +127,17 @@ def test_client_certificates_required(tmp_path: Path, pki: Pki, machine_db) -> N
         ("tls_server_config:\n  min_version: TLS9\n", "web.yml:2: tls_server_config.min_version"),
         ("tls_server_config:\n  cipher_suites: [X]\n", "unknown cipher: X"),
         ("basic_auth_user:\n  a: b\n", "web.yml:2: basic_auth_user: unknown key"),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n"
+            "  client_allowed_sans: [x]\n",
+            "client_allowed_sans needs a client_auth_type",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  max_version: TLS12\n"
+            "  min_version: TLS13\n",
+            "max_version is lower than min_version",
+        ),
+        ("http_server_config:\n  headers:\n    X-XSS-Protection: [1]\n", "must be a single value"),
         ("tls_server_config: [\n", "web.yml:2:1: not valid YAML"),
         ("- a\n", "web.yml:1: the top level must be a mapping"),
         ("basic_auth_users:\n  'a:b': x\n", "user names must be non-empty without ':': a:b"),

@@ -171,6 +171,12 @@ class TlsServerConfig(Strict):
                 "client_auth_type (RequireAndVerifyClientCert or VerifyClientCertIfGiven), "
                 "else client certificates would not be checked"
             )
+        if self.client_allowed_sans is not None and self.client_auth_type in ("", "NoClientCert"):
+            # Go skips the SAN check when it asks for no certificate: everyone would get in.
+            problems.append(
+                "client_allowed_sans needs a client_auth_type that asks for certificates "
+                "(RequireAndVerifyClientCert or VerifyClientCertIfGiven)"
+            )
         if TLS_VERSIONS[self.max_version] < TLS_VERSIONS[self.min_version]:
             problems.append("max_version is lower than min_version")
         if problems:
