@@ -166,10 +166,6 @@ REFUSED = {
         "    - CurveP256\n    - CurveP384\n    - CurveP521\n    - X25519\n",
         "several curves cannot be honoured",
     ),
-    "issue 14: min_version TLS10": (
-        IF_GIVEN + "  min_version: TLS10\n",
-        "TLS10 cannot be honoured",
-    ),
     "inline client_ca": (
         TLS + '  client_auth_type: "RequireAndVerifyClientCert"\n  client_ca: "PEM"\n',
         "inline client_ca is not supported",
@@ -316,6 +312,22 @@ def probe_if_given(port: int, pki: Pki) -> None:
         assert curl(port, pki, "--tlsv1.0", "--tls-max", "1.1") == "failed"
 
 
+def probe_tls10(port: int, pki: Pki) -> None:
+    # Clients must lower their own OpenSSL security level to speak TLS 1.0 at all.
+    old = client(pki, max_version=ssl.TLSVersion.TLSv1, ciphers="DEFAULT:@SECLEVEL=0")
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        old.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.version() == "TLSv1"
+    assert https_get(port, "/healthz", old).status == 200
+    assert https_get(port, "/healthz", client(pki)).status == 200  # and TLS 1.3 still
+    if HAS_CURL:
+        old_curl = ("--tlsv1.0", "--tls-max", "1.0", "--ciphers", "DEFAULT:@SECLEVEL=0")
+        assert curl(port, pki, *old_curl) == "200"
+
+
 def probe_all_ciphers(port: int, pki: Pki) -> None:
     assert https_get(port, "/healthz", client(pki)).status == 200
 
@@ -428,6 +440,7 @@ SERVED = {
     "web_config_empty.yml": Served("", probe_empty),
     "noAuth.good (VerifyClientCertIfGiven)": Served(IF_GIVEN, probe_if_given),
     "noAuth_allCiphers.good": Served(ALL_CIPHERS, probe_all_ciphers),
+    "issue 14: min_version TLS10": Served(IF_GIVEN + "  min_version: TLS10\n", probe_tls10),
     "noAuth_someCiphers.good": Served(SOME_CIPHERS, probe_some_ciphers),
     "noAuth_someCiphers_noOrder.good": Served(
         IF_GIVEN
@@ -512,6 +525,7 @@ def running(kind: str, folder: Path, web: Path, dsn: str) -> Iterator[int]:
         stop(proc)
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 @pytest.mark.parametrize(("kind", "case"), kinds_and_cases(SERVED))
 def test_served_as_the_toolkit_serves(
     kit: tuple[Path, Pki], kind: str, case: str, machine_db

@@ -9,7 +9,7 @@ refuses (docs/security.md lists each case):
       key_file: tls/server.key
       client_auth_type: RequireAndVerifyClientCert   # or VerifyClientCertIfGiven
       client_ca_file: tls/ca.crt
-      min_version: TLS12            # TLS12 (default) | TLS13
+      min_version: TLS12            # TLS10 | TLS11 | TLS12 (default) | TLS13
     http_server_config:
       headers:
         Strict-Transport-Security: max-age=31536000
@@ -32,10 +32,7 @@ from pydantic import Field, field_validator, model_validator
 from pgvigil.config.files import ConfigError, read_yaml, validate_model
 from pgvigil.config.types import Strict
 
-TLS_VERSIONS = {"TLS12": 0x0303, "TLS13": 0x0304}
-# Python's ssl (OpenSSL 3 at its default security level) completes no TLS 1.0/1.1 handshake,
-# so accepting these would promise clients something they do not get.
-UNHONOURED_TLS_VERSIONS = ("TLS10", "TLS11")
+TLS_VERSIONS = {"TLS10": 0x0301, "TLS11": 0x0302, "TLS12": 0x0303, "TLS13": 0x0304}
 CLIENT_AUTH_TYPES = ("NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
 # Go accepts an unverified client certificate in these modes; Python's ssl cannot ask for a
 # certificate without verifying it.
@@ -115,13 +112,8 @@ class TlsServerConfig(Strict):
     @field_validator("min_version", "max_version")
     @classmethod
     def _version(cls, v: str) -> str:
-        if v in UNHONOURED_TLS_VERSIONS:
-            raise ValueError(
-                f"{v} cannot be honoured: Python's ssl here refuses TLS 1.0 and 1.1 handshakes; "
-                "use TLS12 or TLS13"
-            )
         if v not in TLS_VERSIONS:
-            raise ValueError(f"unknown TLS version: {v} (TLS12 or TLS13)")
+            raise ValueError(f"unknown TLS version: {v} (one of {', '.join(TLS_VERSIONS)})")
         return v
 
     @field_validator("client_auth_type")
@@ -190,6 +182,10 @@ class TlsServerConfig(Strict):
 
     def openssl_ciphers(self) -> list[str]:
         return [name for go, name in TLS12_CIPHERS.items() if go in self.cipher_suites]
+
+    @property
+    def below_tls12(self) -> bool:
+        return TLS_VERSIONS[self.min_version] < TLS_VERSIONS["TLS12"]
 
 
 def _header_value(v: Any) -> str:

@@ -5,9 +5,16 @@ from __future__ import annotations
 import ssl
 
 from pgvigil.config.files import ConfigError
-from pgvigil.web.config import CURVES, TlsServerConfig
+from pgvigil.web.config import CURVES, TLS12_CIPHERS, TlsServerConfig
 
-_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+# Go's default suites before TLS 1.3 (no RSA key exchange since Go 1.22), for TLS 1.0/1.1.
+_GO_DEFAULT_TLS12 = [name for go, name in TLS12_CIPHERS.items() if "ECDHE" in go]
 _VERIFY = {
     "": ssl.CERT_NONE,
     "NoClientCert": ssl.CERT_NONE,
@@ -26,7 +33,11 @@ def server_context(tls: TlsServerConfig, source: str) -> ssl.SSLContext | None:
     ctx.maximum_version = _VERSIONS[tls.max_version]
     # Go picks the suite in its own order, whatever the client prefers.
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    if tls.cipher_suites:
+    if tls.below_tls12:
+        # OpenSSL's default security level refuses TLS 1.0/1.1 outright; level 0 with Go's
+        # own suites (CBC with SHA-1 among them) is what the toolkit serves.
+        ctx.set_ciphers(":".join([*(tls.openssl_ciphers() or _GO_DEFAULT_TLS12), "@SECLEVEL=0"]))
+    elif tls.cipher_suites:
         tls12 = tls.openssl_ciphers()
         if tls12:
             ctx.set_ciphers(":".join(tls12))
