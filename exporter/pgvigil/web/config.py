@@ -78,13 +78,9 @@ HEADER_VALUES: dict[str, tuple[str, ...] | None] = {
 
 BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 
-_UNSUPPORTED = (
-    "is not supported by pgvigil (see docs/security.md); remove it"  # the rest of each message
-)
 
-
-def _not_supported(name: str, hint: str = "") -> ValueError:
-    return ValueError(f"{name} {_UNSUPPORTED}{hint}")
+def _not_supported(name: str, instead: str) -> ValueError:
+    return ValueError(f"{name} is not supported by pgvigil (see docs/security.md); {instead}")
 
 
 class TlsServerConfig(Strict):
@@ -106,8 +102,8 @@ class TlsServerConfig(Strict):
     @field_validator("cert", "key", "client_ca")
     @classmethod
     def _inline(cls, v: Any, info: Any) -> Any:
-        hint = f" and use {info.field_name}_file" if info.field_name != "client_ca" else ""
-        raise _not_supported(f"inline {info.field_name}", f"{hint} (a PEM file)")
+        name = info.field_name
+        raise _not_supported(f"inline {name}", f"put the PEM in a file and give {name}_file")
 
     @field_validator("min_version", "max_version")
     @classmethod
@@ -239,7 +235,7 @@ class WebConfigFile(Strict):
     @field_validator("rate_limit")
     @classmethod
     def _rate_limit(cls, v: Any) -> Any:
-        raise _not_supported("rate_limit", " (a scrape target needs none; use a proxy to limit)")
+        raise _not_supported("rate_limit", "remove it (or limit in a proxy in front)")
 
     @field_validator("basic_auth_users", mode="before")
     @classmethod
