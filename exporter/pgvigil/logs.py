@@ -21,10 +21,26 @@ class _ScrubFilter(logging.Filter):
         return True
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """Text for one line of a log or a terminal: line breaks, escape sequences and other
+    unprintable characters (a table name can hold any) spelt out, so no name forges a line."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch
+        if ch.isprintable()
+        else _ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        for ch in text
+    )
+
+
 class _LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        msg = record.getMessage().replace('"', "'")
+        msg = printable(record.getMessage()).replace('"', "'")
         return f'ts={ts}Z level={record.levelname.lower()} logger={record.name} msg="{msg}"'
 
 

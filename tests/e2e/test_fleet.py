@@ -27,13 +27,13 @@ import pytest
 import yaml
 
 from pgvigil.cli import main as pgvigil_main
+from pgvigil.demo.services import MailSink, start_alertmanager
 from tests.e2e.test_alertmanager_ha import alert_state
 from tests.e2e.test_alertmanager_ha import config as ha_alertmanager_config
 from tests.support.fleet import FLEET, prometheus_agent, victoria_metrics, vmagent, vmalert
 from tests.support.postgres import cluster, wait_until
-from tests.support.processes import pgvigil_serve
+from tests.support.processes import pgvigil_alerts, pgvigil_serve
 from tests.support.sidecar import pgvigil_sidecar, write_config
-from tests.support.stack import alertmanager, pgvigil_alerts, smtp_sink
 
 pytestmark = pytest.mark.e2e
 
@@ -135,11 +135,13 @@ def test_one_cluster_down_alerts_with_its_labels_and_resolves(tmp_path: Path) ->
     rules = render_fast_rules(tmp_path)
     with ExitStack() as stack:
         enter: Callable[[Any], Any] = stack.enter_context
-        smtp = enter(smtp_sink())
-        am_config = fast_alertmanager_config(smtp.smarthost)
-        am1 = enter(alertmanager(tmp_path, am_config, cluster=True, extra_args=CLUSTER_TIMERS))
+        smtp = enter(MailSink().start())
+        am_config = fast_alertmanager_config(smtp.address)
+        am1 = enter(
+            start_alertmanager(tmp_path, am_config, cluster=True, extra_args=CLUSTER_TIMERS)
+        )
         am2 = enter(
-            alertmanager(
+            start_alertmanager(
                 tmp_path,
                 am_config,
                 cluster=True,

@@ -122,7 +122,7 @@ def test_control_api_runs_pauses_and_reports(tmp_path: Path, pki: Pki, machine_d
 
 
 def test_run_job_names_an_unreachable_sidecar(tmp_path: Path) -> None:
-    from tests.support.postgres import free_port
+    from pgvigil.demo.ports import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     result = run_job(["analyze", "--sidecar", url], None)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import ssl
 import subprocess
+import threading
+import time
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from pgvigil.config import ConfigError
 from pgvigil.demo.ports import free_port
-from pgvigil.web import config as webconfig
+from pgvigil.web import auth as auth_module
 from pgvigil.web.server import make_server
-from tests.support.processes import pgvigil_cmd
+from tests.support.processes import pgvigil_cmd, pgvigil_serve
 from tests.support.sidecar import write_config
 from tests.support.tls import (
     Pki,
@@ -115,14 +119,25 @@ def test_client_certificates_required(tmp_path: Path, pki: Pki, machine_db) -> N
     ("content", "expected"),
     [
         ("basic_auth_users:\n  admin: plaintext\n", "web.yml:2: basic_auth_users: not a bcrypt"),
-        ("tls_server_config:\n  cert_file: /nope.crt\n", "cert_file and key_file must both"),
+        ("tls_server_config:\n  cert_file: /nope.crt\n", "missing one of key or key_file"),
         (
             "tls_server_config:\n  cert_file: /nope.crt\n  key_file: /nope.key\n",
             "cannot load cert_file /nope.crt",
         ),
         ("tls_server_config:\n  min_version: TLS9\n", "web.yml:2: tls_server_config.min_version"),
-        ("tls_server_config:\n  cipher_suites: [X]\n", "cipher_suites: not supported"),
+        ("tls_server_config:\n  cipher_suites: [X]\n", "unknown cipher: X"),
         ("basic_auth_user:\n  a: b\n", "web.yml:2: basic_auth_user: unknown key"),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n"
+            "  client_allowed_sans: [x]\n",
+            "client_allowed_sans needs a client_auth_type",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  max_version: TLS12\n"
+            "  min_version: TLS13\n",
+            "max_version is lower than min_version",
+        ),
+        ("http_server_config:\n  headers:\n    X-XSS-Protection: [1]\n", "must be a single value"),
         ("tls_server_config: [\n", "web.yml:2:1: not valid YAML"),
         ("- a\n", "web.yml:1: the top level must be a mapping"),
         ("basic_auth_users:\n  'a:b': x\n", "user names must be non-empty without ':': a:b"),
@@ -131,12 +146,8 @@ def test_client_certificates_required(tmp_path: Path, pki: Pki, machine_db) -> N
 def test_bad_web_config_is_a_clear_error(tmp_path: Path, content: str, expected: str) -> None:
     web = tmp_path / "web.yml"
     web.write_text(content)
-    server = make_server(f"127.0.0.1:{free_port()}", {})
-    try:
-        with pytest.raises(ConfigError) as e:
-            webconfig.apply(server, web)
-    finally:
-        server.server_close()
+    with pytest.raises(ConfigError) as e:
+        make_server(f"127.0.0.1:{free_port()}", {}, web)
     assert any(expected in problem for problem in e.value.problems), e.value.problems
 
 
@@ -161,27 +172,21 @@ def test_bad_web_config_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_client_ca_needed_for_client_auth(tmp_path: Path, pki: Pki) -> None:
-    web = tmp_path / "web.yml"
-    web.write_text(
-        f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n"
-        "  client_auth_type: RequireAndVerifyClientCert\n"
-    )
-    config = webconfig.load(web)
-    assert config.tls_server_config is not None
-    with pytest.raises(ConfigError, match="client_ca_file: required"):
-        webconfig.tls_context(config.tls_server_config, str(web))
-
-
-def test_bcrypt_outcomes_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
-    auth = webconfig.BasicAuth({USER: bcrypt_hash(PASSWORD)})
+def test_bcrypt_outcomes_are_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = webconfig.bcrypt.checkpw
-    monkeypatch.setattr(webconfig.bcrypt, "checkpw", lambda pw, h: calls.append(1) or real(pw, h))
+    real = auth_module.bcrypt.checkpw
+    monkeypatch.setattr(auth_module.bcrypt, "checkpw", lambda pw, h: calls.append(1) or real(pw, h))
+    auth = auth_module.BasicAuth({USER: bcrypt_hash(PASSWORD)})
     header = basic(USER, PASSWORD)["Authorization"]
-    assert [auth.allowed(header) for _ in range(5)] == [True] * 5
-    assert not auth.allowed(basic(USER, "wrong")["Authorization"])
+    assert [auth.check(header) for _ in range(5)] == [auth_module.Outcome.ALLOWED] * 5
+    assert auth.check(basic(USER, "wrong")["Authorization"]) is auth_module.Outcome.DENIED
     assert len(calls) == 2
+    # However many wrong passwords come, the right one stays remembered.
+    for n in range(auth.DENIED_SIZE + 10):
+        auth.check(basic(USER, f"wrong-{n}")["Authorization"])
+    calls.clear()
+    assert auth.check(header) is auth_module.Outcome.ALLOWED
+    assert calls == []
 
 
 def test_sidecar_serves_tls_with_basic_auth(tmp_path: Path, pki: Pki, machine_db) -> None:
@@ -200,3 +205,57 @@ def test_sidecar_serves_tls_with_basic_auth(tmp_path: Path, pki: Pki, machine_db
         assert plain.status == 400
         assert "pgvigil_sidecar" not in plain.body
         assert PASSWORD not in p.log()
+
+
+def test_wrong_password_flood_leaves_authorised_scrapes_answered(
+    tmp_path: Path, machine_db
+) -> None:
+    """bcrypt runs one at a time: a flood of wrong passwords costs at most about one core,
+    gets 401 or 429, and a scrape whose credentials are remembered keeps its 200."""
+    slow = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=11)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  {USER}: {slow}\n")
+    env = {"DATA_SOURCE_NAME": machine_db.dsn}
+    with pgvigil_serve(tmp_path, ["--web.config.file", str(web)], env, ready_path="/") as p:
+        port = int(p.url.rsplit(":", 1)[1])
+        assert http_get_auth(port, basic(USER, PASSWORD)) == 200  # now remembered
+        stop = threading.Event()
+        flood_answers: list[int] = []
+
+        def flood(n: int) -> None:
+            while not stop.is_set():
+                flood_answers.append(http_get_auth(port, basic(USER, f"wrong-{n}-{time.time()}")))
+
+        threads = [threading.Thread(target=flood, args=(n,)) for n in range(8)]
+        before = process_cpu_seconds(p.proc.pid)
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        try:
+            authorised = [http_get_auth(port, basic(USER, PASSWORD)) for _ in range(20)]
+            time.sleep(2)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        cores = (process_cpu_seconds(p.proc.pid) - before) / (time.monotonic() - started)
+        assert authorised == [200] * 20
+        assert flood_answers and set(flood_answers) <= {401, 429}
+        assert cores < 1.5, f"{cores:.2f} cores busy during the flood"
+        assert "Traceback" not in p.log()
+
+
+def http_get_auth(port: int, headers: dict[str, str]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", "/healthz", headers=headers)
+        r = conn.getresponse()
+        r.read()
+        return r.status
+    finally:
+        conn.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -14,16 +14,39 @@ The store and the ruler answer the Prometheus query and alerts APIs, so they com
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.postgres import free_port
-from tests.support.stack import PROMETHEUS, Prometheus, _service
+from pgvigil.demo.ports import free_port
+from pgvigil.demo.services import PROMETHEUS, Prometheus, find_binary, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "fleet"
 VICTORIA_METRICS, VMAGENT = "/usr/bin/victoria-metrics", "/usr/bin/vmagent"
+
+
+@contextmanager
+def _service(
+    cls: type[Prometheus],
+    name: str,
+    cmd: Sequence[str],
+    url: str,
+    log_path: Path,
+    ready_path: str,
+    timeout: float,
+) -> Iterator[Prometheus]:
+    """Start cmd (a VictoriaMetrics binary, or Prometheus in agent mode), wait until
+    url + ready_path answers, and stop it afterwards."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT)
+    service = cls(name, url, proc, log_path)
+    try:
+        wait_ready(url + ready_path, proc, log_path, timeout)
+        yield service
+    finally:
+        service.stop()
 
 
 @contextmanager
@@ -74,7 +97,7 @@ def prometheus_agent(tmp_path: Path, config: Path, timeout: float = 30) -> Itera
     workdir = tmp_path / f"prometheus-agent-{port}"
     workdir.mkdir()
     cmd = [
-        PROMETHEUS,
+        find_binary(PROMETHEUS) or "prometheus",
         "--enable-feature=agent",
         f"--config.file={config}",
         f"--storage.agent.path={workdir / 'wal'}",

@@ -61,6 +61,10 @@ def wait_http(url: str, timeout: float = 30, proc: subprocess.Popen[bytes] | Non
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
+        except urllib.error.HTTPError as e:
+            if e.code == 401:  # behind basic auth: the server is up
+                return
+            time.sleep(0.1)
         except (urllib.error.URLError, ConnectionError, OSError):
             time.sleep(0.1)
     raise AssertionError(f"{url} did not answer within {timeout}s")

@@ -40,14 +40,19 @@ def run_job(
 
 
 @contextmanager
-def pgvigil_sidecar(tmp_path: Path, dsn: str, config: Path) -> Iterator[Process]:
+def pgvigil_sidecar(tmp_path: Path, dsn: str, config: Path, *args: str) -> Iterator[Process]:
     """Run `pgvigil sidecar` on a free loopback port until the block ends (SIGTERM)."""
     port = free_port()
     log_path = tmp_path / f"sidecar-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             pgvigil_cmd(
-                "sidecar", "--config.file", str(config), "--web.listen-address", f"127.0.0.1:{port}"
+                "sidecar",
+                "--config.file",
+                str(config),
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+                *args,
             ),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -31,6 +31,9 @@ class Pki:
     client_cert: Path
     client_key: Path
     other_ca_cert: Path
+    # An RSA server certificate, for the TLS 1.2 ECDHE-RSA suites the toolkit's cases name.
+    rsa_server_cert: Path
+    rsa_server_key: Path
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -47,12 +50,15 @@ def _ca(d: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
-def _leaf(d: Path, name: str, ca: tuple[Path, Path], ext: str) -> tuple[Path, Path]:
+def _leaf(
+    d: Path, name: str, ca: tuple[Path, Path], ext: str, *, rsa: bool = False
+) -> tuple[Path, Path]:
     key, csr, cert = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.crt"
     extfile = d / f"{name}.ext"
     extfile.write_text(ext)
+    kind = ["rsa:2048"] if rsa else ["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
     _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "req", "-newkey", *kind, "-nodes",
         "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}",
         cwd=d,
     )  # fmt: skip
@@ -71,8 +77,15 @@ def make_pki(d: Path) -> Pki:
     server = _leaf(
         d, "server", ca, "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
     )
-    client = _leaf(d, "client", ca, "extendedKeyUsage=clientAuth\n")
-    return Pki(ca[0], server[0], server[1], client[0], client[1], other[0])
+    client = _leaf(d, "client", ca, "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:test3\n")
+    rsa = _leaf(
+        d,
+        "server-rsa",
+        ca,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        rsa=True,
+    )
+    return Pki(ca[0], server[0], server[1], client[0], client[1], other[0], rsa[0], rsa[1])
 
 
 def bcrypt_hash(password: str) -> str:

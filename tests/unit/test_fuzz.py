@@ -379,14 +379,11 @@ web_values = st.recursive(
 @FAST
 @given(web_values)
 def test_web_config_gives_settings_or_config_error(tmp_path: Path, data: Any) -> None:
-    from types import SimpleNamespace
-
-    from pgvigil.web import config as webconfig
+    from pgvigil.web.server import WebSettings
 
     path = tmp_path / "web.yml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    server = SimpleNamespace()
     try:
-        webconfig.apply(server, path)
+        WebSettings.load(path)
     except ConfigError as e:
         assert e.problems and all(str(path) in p for p in e.problems), e.problems

@@ -37,11 +37,36 @@ def read_yaml(path: str | os.PathLike[str], what: str = "file") -> tuple[dict[st
     except yaml.YAMLError as e:
         problem = f"{path}:{_yaml_place(e)}: not valid YAML: {_yaml_problem(e)}"
         raise ConfigError([problem]) from None
+    duplicates = [f"{path}:{line}: {key}: {why}" for key, line, why in _duplicate_keys(root)]
+    if duplicates:
+        raise ConfigError(duplicates)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1: the top level must be a mapping"])
     return data, root
+
+
+def _duplicate_keys(node: Any, where: str = "") -> list[tuple[str, int, str]]:
+    """Keys given twice in one mapping. YAML loaders keep the last silently, which can drop a
+    whole block (the mTLS settings, say); strict loaders such as Go's refuse the file."""
+    out: list[tuple[str, int, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            place = f"{where}.{name}" if where else str(name)
+            line = key.start_mark.line + 1
+            if name is not None and name != "<<":
+                if name in seen:
+                    out.append((place, line, f"duplicated key (first at line {seen[name]})"))
+                else:
+                    seen[name] = line
+            out += _duplicate_keys(value, place)
+    elif isinstance(node, yaml.SequenceNode):
+        for n, item in enumerate(node.value):
+            out += _duplicate_keys(item, f"{where}[{n}]")
+    return out
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -8,7 +8,6 @@ import logging
 import queue
 import signal
 import sys
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from pgvigil.exporter import targets as multitarget
 from pgvigil.exporter.collectors import NAMES as COLLECTOR_NAMES
 from pgvigil.exporter.collectors import StatementsCollector
 from pgvigil.exporter.scrape import Scrape, renderer, request_deadline
-from pgvigil.web import config as webconfig
 from pgvigil.web import server as web
 from pgvigil.web.listen import bind_problem
 
@@ -134,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         for name, target in named.items():
             print(f"target {name}: {db_module.describe(target)}")
         if config.web.config_file is not None:
-            print(webconfig.check(config.web.config_file))
+            print(web.check_web_config(config.web.config_file))
         if not args.check_connection:
             print("(not connected: --check-connection also connects)")
             return 0
@@ -182,18 +180,19 @@ def reload(args: argparse.Namespace, running: Config, scrape: Scrape, server: we
     log.info("SIGHUP: reloading the configuration")
     try:
         config = load_config(args)
-        staged = types.SimpleNamespace()
-        if config.web.config_file is not None:
-            webconfig.apply(staged, config.web.config_file)
+        settings = (
+            None if config.web.config_file is None else web.WebSettings.load(config.web.config_file)
+        )
     except (ConfigError, OSError) as e:
         problems = e.problems if isinstance(e, ConfigError) else [str(e)]
         log.error("config not reloaded, the running one stays: %s", "; ".join(problems))
         return
     fresh = multitarget.build_scrape(scrape.db, config)
     scrape.collectors, scrape.settings = fresh.collectors, fresh.settings
-    server.tls_context = getattr(staged, "tls_context", None)
-    server.authorize = getattr(staged, "authorize", None)
-    server.extra_headers = getattr(staged, "extra_headers", None)
+    if settings is None:
+        web.WebSettings.apply_none(server)
+    else:
+        settings.apply(server)
     unchanged = [
         key for key in ("connection", "targets") if getattr(config, key) != getattr(running, key)
     ]

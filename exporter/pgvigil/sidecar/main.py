@@ -7,7 +7,6 @@ import logging
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from pgvigil.sidecar.context import JobContext
 from pgvigil.sidecar.deadlines import GRACE_SECONDS, STOP_GRACE_SECONDS
 from pgvigil.sidecar.jobs import report, schedules
 from pgvigil.sidecar.runner import run_job
-from pgvigil.web import config as webconfig
 from pgvigil.web import server as web
 from pgvigil.web.listen import bind_problem
 
@@ -96,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     ctx, params = build_context(config)
     web_config = args.web_config_file or config.web.config_file
     if args.check_config or args.check_connection:
-        also = [webconfig.check(web_config)] if web_config is not None else []
+        also = [web.check_web_config(web_config)] if web_config is not None else []
         return check_and_exit(args, ctx, params, *also)
     threads = JobThreads(ctx)
     sched, jobs = scheduler.build(config.sidecar, threads.start)
@@ -169,10 +167,8 @@ def reload(
     try:
         config = load_config(args, overrides)
         new_thresholds = thresholds(config)
-        staged = types.SimpleNamespace()
         web_config = args.web_config_file or config.web.config_file
-        if web_config is not None:
-            webconfig.apply(staged, web_config)
+        settings = None if web_config is None else web.WebSettings.load(web_config)
     except (ConfigError, OSError) as e:
         problems = e.problems if isinstance(e, ConfigError) else [str(e)]
         log.error("config not reloaded, the running one stays: %s", "; ".join(problems))
@@ -187,9 +183,10 @@ def reload(
         if changed
     ]
     ctx.config, ctx.thresholds = config, new_thresholds
-    server.tls_context = getattr(staged, "tls_context", None)
-    server.authorize = getattr(staged, "authorize", None)
-    server.extra_headers = getattr(staged, "extra_headers", None)
+    if settings is None:
+        web.WebSettings.apply_none(server)
+    else:
+        settings.apply(server)
     log.info(
         "configuration reloaded: job settings, thresholds (%s), web config%s",
         config.sidecar.thresholds_file or "defaults",

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from pgvigil.logs import printable
 from pgvigil.sidecar.command import (
     add_common_flags,
     build_context,
@@ -69,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
     if args.check_config or args.check_connection:
         return check_and_exit(args, ctx, params)
     ctx.dry_run = args.dry_run
+    # Lines name tables, which may hold line breaks or terminal escapes: printed escaped.
     if sys.stdout.isatty():
         terminal = TerminalProgress(sys.stdout)
-        ctx.progress, ctx.progress_bar = terminal.line, terminal.bar
+        ctx.progress = lambda line: terminal.line(printable(line))
+        ctx.progress_bar = terminal.bar
     else:
-        ctx.progress = lambda line: print(line, flush=True)
+        ctx.progress = lambda line: print(printable(line), flush=True)
     stop_on_signals(ctx)
     try:
         outcome = run_job(args.job, ctx)
@@ -106,11 +109,11 @@ def run_on_sidecar(args: argparse.Namespace) -> int:
 def report_outcome(job: str, outcome: str, message: str) -> int:
     """Say how the run ended, as the exit code documented above."""
     if outcome.startswith("skipped"):
-        print(f"{job}: skipped: {message}", flush=True)
+        print(f"{job}: skipped: {printable(message)}", flush=True)
     elif outcome == "failure":
-        print(f"pgvigil: {job} failed: {message}", file=sys.stderr)
+        print(f"pgvigil: {job} failed: {printable(message)}", file=sys.stderr)
         return 1
     elif outcome == "stopped":
-        print(f"{job}: stopped by a signal: {message}", flush=True)
+        print(f"{job}: stopped by a signal: {printable(message)}", flush=True)
         return 130
     return 0

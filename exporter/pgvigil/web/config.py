@@ -1,263 +1,307 @@
-"""TLS and basic auth for pgvigil's HTTP endpoints, from a `--web.config.file`.
+"""TLS, basic auth and response headers for pgvigil's HTTP endpoints, from a `--web.config.file`.
 
 The file uses the format of the Prometheus exporter-toolkit, so one file can serve
-node_exporter, postgres_exporter and pgvigil alike:
+node_exporter, postgres_exporter and pgvigil alike, and pgvigil refuses what the toolkit
+refuses (docs/security.md lists each case):
 
     tls_server_config:
-      cert_file: /etc/pgvigil/tls/server.crt
-      key_file: /etc/pgvigil/tls/server.key
-      # client certificates (optional): NoClientCert (default), VerifyClientCertIfGiven,
-      # RequireAndVerifyClientCert; the last two need client_ca_file.
-      client_auth_type: RequireAndVerifyClientCert
-      client_ca_file: /etc/pgvigil/tls/ca.crt
-      min_version: TLS12          # TLS10 | TLS11 | TLS12 (default) | TLS13
+      cert_file: tls/server.crt     # relative paths are relative to this file's folder
+      key_file: tls/server.key
+      client_auth_type: RequireAndVerifyClientCert   # or VerifyClientCertIfGiven
+      client_ca_file: tls/ca.crt
+      min_version: TLS12            # TLS10 | TLS11 | TLS12 (default) | TLS13
+    http_server_config:
+      headers:
+        Strict-Transport-Security: max-age=31536000
     basic_auth_users:
-      prometheus: $2b$12$...      # bcrypt hash, e.g. from `htpasswd -nBC 12 "" | tr -d ':'`
+      prometheus: $2y$10$...        # bcrypt hash, e.g. from `htpasswd -nBC 10 "" | tr -d ':'`
 
-The file is read once at start. A bcrypt check costs tens of milliseconds by design, so the
-outcome of each (user, password) pair is remembered (keyed by a salted digest, never the
-password itself) and a scrape every few seconds stays cheap.
+The file is read once at start. Hashes are only parsed then (a cost-18 hash must not delay the
+start or `--check-config`); bcrypt runs on the first request of each (user, password) pair.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import logging
-import os
-import ssl
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
+import ipaddress
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import bcrypt
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from pgvigil.config.files import ConfigError, describe_errors, read_yaml
+from pgvigil.config.files import ConfigError, read_yaml, validate_model
 from pgvigil.config.types import Strict
 
-log = logging.getLogger(__name__)
+TLS_VERSIONS = {"TLS10": 0x0301, "TLS11": 0x0302, "TLS12": 0x0303, "TLS13": 0x0304}
+CLIENT_AUTH_TYPES = ("NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
+# Go accepts an unverified client certificate in these modes; Python's ssl cannot ask for a
+# certificate without verifying it.
+UNHONOURED_CLIENT_AUTH_TYPES = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
 
-TLS_VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1,
-    "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2,
-    "TLS13": ssl.TLSVersion.TLSv1_3,
+# Go's names of the TLS 1.2 suites in crypto/tls.CipherSuites(), in Go's own preference order
+# (Go ignores the order of the list in the file), with OpenSSL's names.
+TLS12_CIPHERS = {
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
 }
-# Go's RequestClientCert / RequireAnyClientCert accept unverified certificates; Python's ssl
-# module cannot ask for a certificate without verifying it, so they are refused by name.
-CLIENT_AUTH_MODES = {
-    "NoClientCert": ssl.CERT_NONE,
-    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+# TLS 1.3 suites are accepted in the list and always on, as in Go (neither Go nor Python's ssl
+# lets a server choose them).
+TLS13_CIPHERS = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+# Go's net/http refuses to start HTTP/2 (on by default in the toolkit) without one of these.
+HTTP2_REQUIRED_CIPHERS = (
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+)
+CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "secp521r1"}
+CURVES["X25519"] = "X25519"
+
+# The toolkit's allow-list: these headers only, and for two of them only these values.
+HEADER_VALUES: dict[str, tuple[str, ...] | None] = {
+    "Strict-Transport-Security": None,
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": None,
+    "Content-Security-Policy": None,
 }
-UNSUPPORTED_TLS_KEYS = ("cipher_suites", "curve_preferences", "client_allowed_sans", "cert", "key")
+
+BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+
+
+def _not_supported(name: str, instead: str) -> ValueError:
+    return ValueError(f"{name} is not supported by pgvigil (see docs/security.md); {instead}")
 
 
 class TlsServerConfig(Strict):
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    client_auth_type: Literal[
-        "NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"
-    ] = "NoClientCert"
-    client_ca_file: Path | None = None
-    min_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] = "TLS12"
-    max_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] | None = None
-    prefer_server_cipher_suites: bool = True
+    cert_file: str = ""
+    key_file: str = ""
+    client_auth_type: str = ""
+    client_ca_file: str = ""
+    cipher_suites: list[str] = Field(default_factory=list)
+    curve_preferences: list[str] = Field(default_factory=list)
+    min_version: str = "TLS12"
+    max_version: str = "TLS13"
+    prefer_server_cipher_suites: bool = True  # ignored by Go since 1.17, and so here
+    client_allowed_sans: list[str] | None = None
+    # Inline PEM: the toolkit takes it, pgvigil refuses it by name.
+    cert: Any = None
+    key: Any = None
+    client_ca: Any = None
+
+    @field_validator("cert", "key", "client_ca")
+    @classmethod
+    def _inline(cls, v: Any, info: Any) -> Any:
+        name = info.field_name
+        raise _not_supported(f"inline {name}", f"put the PEM in a file and give {name}_file")
+
+    @field_validator("min_version", "max_version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if v not in TLS_VERSIONS:
+            raise ValueError(f"unknown TLS version: {v} (one of {', '.join(TLS_VERSIONS)})")
+        return v
+
+    @field_validator("client_auth_type")
+    @classmethod
+    def _client_auth(cls, v: str) -> str:
+        if v in UNHONOURED_CLIENT_AUTH_TYPES:
+            raise ValueError(
+                f"{v} is not supported: Python's ssl cannot accept a client certificate "
+                "without verifying it; use VerifyClientCertIfGiven or RequireAndVerifyClientCert"
+            )
+        if v and v not in CLIENT_AUTH_TYPES:
+            raise ValueError(f"invalid ClientAuth: {v} (one of {', '.join(CLIENT_AUTH_TYPES)})")
+        return v
+
+    @field_validator("cipher_suites")
+    @classmethod
+    def _ciphers(cls, v: list[str]) -> list[str]:
+        unknown = [c for c in v if c not in TLS12_CIPHERS and c not in TLS13_CIPHERS]
+        if unknown:
+            raise ValueError(f"unknown cipher: {', '.join(unknown)}")
+        return v
+
+    @field_validator("curve_preferences")
+    @classmethod
+    def _curves(cls, v: list[str]) -> list[str]:
+        unknown = [c for c in v if c not in CURVES]
+        if unknown:
+            raise ValueError(f"unknown curve: {', '.join(unknown)} (one of {', '.join(CURVES)})")
+        if len(set(v)) > 1:
+            raise ValueError(
+                "several curves cannot be honoured: Python's ssl restricts a server to one "
+                "curve or none; give one, or remove curve_preferences for the default set"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TlsServerConfig:
+        problems = []
+        if self.enabled:
+            if not self.cert_file:
+                problems.append("missing one of cert or cert_file: TLS is configured here")
+            if not self.key_file:
+                problems.append("missing one of key or key_file: TLS is configured here")
+        if self.client_ca_file and self.client_auth_type in ("", "NoClientCert"):
+            problems.append(
+                "client CA's have been configured without a Client Auth Policy: set "
+                "client_auth_type (RequireAndVerifyClientCert or VerifyClientCertIfGiven), "
+                "else client certificates would not be checked"
+            )
+        if self.client_allowed_sans is not None and self.client_auth_type in ("", "NoClientCert"):
+            # Go skips the SAN check when it asks for no certificate: everyone would get in.
+            problems.append(
+                "client_allowed_sans needs a client_auth_type that asks for certificates "
+                "(RequireAndVerifyClientCert or VerifyClientCertIfGiven)"
+            )
+        if TLS_VERSIONS[self.max_version] < TLS_VERSIONS[self.min_version]:
+            problems.append("max_version is lower than min_version")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """As the toolkit: any TLS key set means TLS, so a typo cannot fall back to plain HTTP."""
+        return bool(self.cert_file or self.key_file or self.client_ca_file or self.client_auth_type)
+
+    def openssl_ciphers(self) -> list[str]:
+        return [name for go, name in TLS12_CIPHERS.items() if go in self.cipher_suites]
+
+    @property
+    def below_tls12(self) -> bool:
+        return TLS_VERSIONS[self.min_version] < TLS_VERSIONS["TLS12"]
+
+
+def _header_value(v: Any) -> str:
+    if isinstance(v, bool):  # YAML scalars, as Go's yaml turns them into strings
+        return "true" if v else "false"
+    if isinstance(v, int | float | str):
+        return str(v)
+    raise ValueError("must be a single value, not a list or mapping")
 
 
 class HttpServerConfig(Strict):
-    # Accepted for compatibility with files written for Go exporters; HTTP/2 is not served.
+    # HTTP/2 is not served (Prometheus scrapes over HTTP/1.1); the key is kept for its rule.
     http2: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _allowed_headers(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out, problems = {}, []
+        for name, raw in v.items():
+            try:
+                value = _header_value(raw)
+            except ValueError as e:
+                problems.append(f"{name}: {e}")
+                continue
+            if name not in HEADER_VALUES:
+                problems.append(
+                    f'HTTP header "{name}" can not be configured (allowed: '
+                    f"{', '.join(HEADER_VALUES)})"
+                )
+            elif (allowed := HEADER_VALUES[name]) is not None and value not in allowed:
+                problems.append(
+                    f"invalid value for {name}: expected one of {allowed}, got {value!r}"
+                )
+            elif any(ch in value for ch in "\r\n\0"):
+                problems.append(f"{name}: the value must be one line")
+            out[str(name)] = value
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
+
 
 class WebConfigFile(Strict):
-    tls_server_config: TlsServerConfig | None = None
+    tls_server_config: TlsServerConfig = Field(default_factory=TlsServerConfig)
     http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
     basic_auth_users: dict[str, str] = Field(default_factory=dict)
+    rate_limit: Any = None
 
-    @field_validator("basic_auth_users")
+    @field_validator("rate_limit")
     @classmethod
-    def _bcrypt_hashes(cls, v: dict[str, str]) -> dict[str, str]:
-        colon = sorted(user for user in v if ":" in user or not user)
-        if colon:
+    def _rate_limit(cls, v: Any) -> Any:
+        raise _not_supported("rate_limit", "remove it (or limit in a proxy in front)")
+
+    @field_validator("basic_auth_users", mode="before")
+    @classmethod
+    def _bcrypt_hashes(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        bad_names = sorted(str(u) for u in v if not isinstance(u, str) or ":" in u or not u)
+        if bad_names:
             # Basic auth sends "user:password": such a user could never log in.
-            raise ValueError(f"user names must be non-empty without ':': {', '.join(colon)}")
+            raise ValueError(f"user names must be non-empty without ':': {', '.join(bad_names)}")
         bad = sorted(user for user, hashed in v.items() if not is_bcrypt_hash(hashed))
         if bad:
             raise ValueError(
-                f"not a bcrypt hash for {', '.join(bad)} (expected '$2b$...', e.g. from "
+                f"not a bcrypt hash for {', '.join(bad)} (expected '$2y$10$...', e.g. from "
                 "`htpasswd -nBC 10 \"\" | tr -d ':'`; plain passwords are not accepted)"
             )
         return v
 
+    @model_validator(mode="after")
+    def _http2_cipher(self) -> WebConfigFile:
+        tls = self.tls_server_config
+        if (
+            self.http_server_config.http2
+            and tls.cipher_suites
+            and tls.min_version != "TLS13"
+            and not any(c in tls.cipher_suites for c in HTTP2_REQUIRED_CIPHERS)
+        ):
+            raise ValueError(
+                "tls_server_config.cipher_suites is missing an HTTP/2-required "
+                "AES_128_GCM_SHA256 cipher (the exporter-toolkit refuses this too): add "
+                f"{HTTP2_REQUIRED_CIPHERS[0]} or set http_server_config.http2: false"
+            )
+        return self
 
-def is_bcrypt_hash(value: str) -> bool:
-    if not isinstance(value, str) or len(value) != 60 or value[:4] not in ("$2a$", "$2b$", "$2y$"):
-        return False
-    try:
-        bcrypt.checkpw(b"", value.encode())
-    except ValueError:
-        return False
-    return True
+
+def is_bcrypt_hash(value: Any) -> bool:
+    """The shape and cost of a bcrypt hash, without the (deliberately slow) hashing."""
+    return isinstance(value, str) and BCRYPT_HASH.fullmatch(value) is not None
 
 
 def load(path: Path) -> WebConfigFile:
-    """Read and validate a web config file; every problem at once, each with its place."""
+    """Read and validate a web config file; every problem at once, each with its place.
+    Relative file names are resolved against the file's folder, as the toolkit does."""
     data, root = read_yaml(path, "web config file")
-    unsupported = _unsupported_keys(data)
-    try:
-        parsed = WebConfigFile.model_validate(_without(data, unsupported))
-    except ValidationError as e:
-        problems = describe_errors(e, source=str(path), root=root)
-    else:
-        problems = []
-    problems += [
-        f"{path}: tls_server_config.{key}: not supported by pgvigil (remove it)"
-        for key in unsupported
-    ]
-    if problems:
-        raise ConfigError(problems)
-    return parsed
+    config = validate_model(WebConfigFile, data, source=str(path), root=root)
+    tls = config.tls_server_config
+    folder = path.parent
+    resolved = {
+        key: str(folder / value)
+        for key in ("cert_file", "key_file", "client_ca_file")
+        if (value := getattr(tls, key))
+    }
+    return config.model_copy(update={"tls_server_config": tls.model_copy(update=resolved)})
 
 
-def _unsupported_keys(data: dict[str, Any]) -> list[str]:
-    tls = data.get("tls_server_config")
-    if not isinstance(tls, dict):
-        return []
-    return [k for k in UNSUPPORTED_TLS_KEYS if k in tls]
+def san_values(peer: dict[str, Any]) -> set[str]:
+    """The subject alternative names of a verified peer certificate, spelt as Go spells them."""
+    out = set()
+    for kind, value in peer.get("subjectAltName", ()):
+        if kind == "IP Address":
+            try:
+                value = str(ipaddress.ip_address(value.strip()))
+            except ValueError:
+                pass
+        out.add(value)
+    return out
 
 
-def _without(data: dict[str, Any], tls_keys: list[str]) -> dict[str, Any]:
-    if not tls_keys:
-        return data
-    tls = {k: v for k, v in data["tls_server_config"].items() if k not in tls_keys}
-    return {**data, "tls_server_config": tls}
-
-
-def tls_context(tls: TlsServerConfig, source: str) -> ssl.SSLContext | None:
-    """The server-side SSLContext, or None when no certificate is configured (plain HTTP,
-    as the exporter-toolkit does)."""
-    if tls.cert_file is None and tls.key_file is None:
-        return None
-    place = f"{source}: tls_server_config"
-    if tls.cert_file is None or tls.key_file is None:
-        raise ConfigError([f"{place}: cert_file and key_file must both be given"])
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = TLS_VERSIONS[tls.min_version]
-    if tls.max_version is not None:
-        if TLS_VERSIONS[tls.max_version] < ctx.minimum_version:
-            raise ConfigError([f"{place}.max_version: lower than min_version"])
-        ctx.maximum_version = TLS_VERSIONS[tls.max_version]
-    try:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    except (OSError, ssl.SSLError) as e:
-        raise ConfigError(
-            [f"{place}: cannot load cert_file {tls.cert_file} / key_file {tls.key_file}: {_why(e)}"]
-        ) from None
-    ctx.verify_mode = CLIENT_AUTH_MODES[tls.client_auth_type]
-    if tls.client_ca_file is not None:
-        try:
-            ctx.load_verify_locations(cafile=tls.client_ca_file)
-        except (OSError, ssl.SSLError) as e:
-            raise ConfigError(
-                [f"{place}.client_ca_file: cannot load {tls.client_ca_file}: {_why(e)}"]
-            ) from None
-    elif tls.client_auth_type != "NoClientCert":
-        raise ConfigError(
-            [f"{place}.client_ca_file: required when client_auth_type is {tls.client_auth_type}"]
-        )
-    return ctx
-
-
-def _why(e: BaseException) -> str:
-    return getattr(e, "strerror", None) or getattr(e, "reason", None) or str(e)
-
-
-class BasicAuth:
-    """Checks `Authorization: Basic ...` against bcrypt hashes, remembering outcomes."""
-
-    CACHE_SIZE = 256
-
-    def __init__(self, users: dict[str, str]):
-        self._users = {user: hashed.encode() for user, hashed in users.items()}
-        self._salt = os.urandom(16)
-        self._cache: OrderedDict[bytes, bool] = OrderedDict()
-        self._lock = threading.Lock()
-        # Unknown users cost one bcrypt too, so timing does not tell which users exist.
-        self._dummy = next(iter(self._users.values()), b"")
-
-    def __call__(self, header: str | None) -> bool:
-        return self.allowed(header)
-
-    def allowed(self, header: str | None) -> bool:
-        credentials = _parse_basic(header)
-        if credentials is None:
-            return False
-        user, password = credentials
-        key = hashlib.sha256(self._salt + user.encode() + b"\0" + password.encode()).digest()
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                return cached
-        hashed = self._users.get(user)
-        ok = bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None
-        with self._lock:
-            self._cache[key] = ok
-            while len(self._cache) > self.CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return ok
-
-
-def _parse_basic(header: str | None) -> tuple[str, str] | None:
-    if not header:
-        return None
-    scheme, _, encoded = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
-
-
-def basic_auth_user(header: str | None) -> str | None:
-    """The user named by an `Authorization: Basic` header (check it with BasicAuth first)."""
-    credentials = _parse_basic(header)
-    return credentials[0] if credentials else None
-
-
-def check(path: Path) -> str:
-    """Validate the file and its certificates as `apply` would; a one-line summary."""
-    config = load(path)
-    tls = config.tls_server_config is not None and tls_context(config.tls_server_config, str(path))
-    users = len(config.basic_auth_users)
-    return f"web config {path}: TLS {'on' if tls else 'off'}, basic auth " + (
-        f"on ({users} users)" if users else "off"
-    )
-
-
-def apply(server: Any, path: Path) -> None:
-    """Configure TLS and basic auth on a `pgvigil.web.server.Server` from the web config file."""
-    config = load(path)
-    server.tls_context = None
-    if config.tls_server_config is not None:
-        server.tls_context = tls_context(config.tls_server_config, str(path))
-    authorize: Callable[[str | None], bool] | None = None
-    if config.basic_auth_users:
-        authorize = BasicAuth(config.basic_auth_users)
-    server.authorize = authorize
-    server.extra_headers = dict(config.http_server_config.headers)
-    log.info(
-        "web config %s: TLS %s, basic auth %s",
-        path,
-        "on" if server.tls_context else "off",
-        f"on ({len(config.basic_auth_users)} users)" if authorize else "off",
-    )
+__all__ = ["ConfigError", "WebConfigFile", "is_bcrypt_hash", "load", "san_values"]

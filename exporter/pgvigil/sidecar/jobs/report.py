@@ -316,8 +316,10 @@ def _recommend(
     def add(kind: str, text: str, statement: str) -> None:
         out.append({"kind": kind, "advice": text, "sql": statement})
 
-    def q(*parts: str) -> str:
-        return ".".join(sql.Identifier(p).as_string(None) for p in parts)
+    q = advised_name
+
+    def literal(value: str) -> str:
+        return sql.Literal(value).as_string(None)
 
     # An index the duplicate advice already drops is not advised again as unused.
     dropped = {(d["schema"], x) for d in findings["duplicate_indexes"] for x in d["indexes"][1:]}
@@ -353,8 +355,10 @@ def _recommend(
             f"{t['schema']}.{t['table']} ({t['live']} rows) is read by sequential scans "
             f"{t['seq_share']:.0%} of the time ({t['seq_tup_read']} rows read so): find the "
             "queries and index the columns they filter on.",
+            # strpos, not LIKE: a name's own % and _ are not wildcards.
             "SELECT query, calls, mean_exec_time FROM pg_stat_statements "
-            f"WHERE query ILIKE '%{t['table']}%' ORDER BY total_exec_time DESC LIMIT 10; "
+            f"WHERE strpos(query, {literal(t['table'])}) > 0 ORDER BY total_exec_time DESC "
+            "LIMIT 10; "
             f"-- then: CREATE INDEX CONCURRENTLY ON {q(t['schema'], t['table'])} (<column>);",
         )
     for t in findings["dead_tuples"]:
@@ -429,6 +433,28 @@ def _recommend(
                 "WHERE relkind = 'r' ORDER BY pg_total_relation_size(oid) DESC LIMIT 10;",
             )
     return out
+
+
+def advised_name(*parts: str) -> str:
+    """A (schema-qualified) name for advised SQL, quoted so that no name can end the statement
+    or a `--` comment: a table called `x'; DROP TABLE y; --` is advised about, never run.
+    A name with a line break or another unprintable character is spelt U&"..." with escapes,
+    so the statement stays on its line."""
+    out = []
+    for part in parts:
+        if part.isprintable():
+            out.append(sql.Identifier(part).as_string(None))
+            continue
+        body = "".join(
+            '""'
+            if ch == '"'
+            else ch
+            if ch.isprintable() and ch != "\\"
+            else (f"\\{ord(ch):04X}" if ord(ch) <= 0xFFFF else f"\\+{ord(ch):06X}")
+            for ch in part
+        )
+        out.append(f'U&"{body}"')
+    return ".".join(out)
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,10 +1,46 @@
-"""The Markdown rendering of the weekly report (the JSON is the source; this only formats)."""
+"""The Markdown rendering of the weekly report (the JSON is the source; this only formats).
+
+Names come from the database and may hold anything (pipes, backticks, line breaks): every
+name and text is escaped with `md`, and each SQL statement sits in a fence longer than any
+run of backticks inside it, so one object stays one table row and no name closes a fence.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pgvigil.units import format_size
+
+# The characters that can start Markdown (or HTML) syntax inside a line we begin ourselves.
+_MARKDOWN_SPECIAL = set("\\`*_[]<>|~&!#")
+_CONTROL_NAMES = {"\n": "n", "\r": "r", "\t": "t"}
+
+
+def md(value: Any) -> str:
+    """Text for one line of Markdown, shown as is: specials escaped, line breaks and other
+    unprintable characters spelt out (a visible backslash sequence)."""
+    text = str(value)
+    out = []
+    for n, ch in enumerate(text):
+        if ch == "_" and 0 < n < len(text) - 1 and text[n - 1].isalnum() and text[n + 1].isalnum():
+            out.append(ch)  # inside a word, as in most table names: never emphasis
+        elif ch in _MARKDOWN_SPECIAL:
+            out.append("\\" + ch)
+        elif not ch.isprintable() and ch != " ":
+            code = _CONTROL_NAMES.get(ch) or (
+                f"x{ord(ch):02x}" if ord(ch) < 0x100 else f"u{ord(ch):04x}"
+            )
+            out.append("\\\\" + code)  # an escaped backslash, then the code
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def fenced(code: str, info: str = "") -> list[str]:
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + info, code, fence]
 
 
 def _days(d: float | None) -> str:
@@ -15,7 +51,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     if not rows:
         return ["None found.", ""]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
     return [*lines, ""]
 
 
@@ -26,7 +62,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         " (server start; never reset)" if data["statistics_since_server_start"] else " (reset)"
     )
     out = [
-        f"# pgvigil weekly report: {data['database']}",
+        f"# pgvigil weekly report: {md(data['database'])}",
         "",
         f"Generated {data['generated_at']}. Statistics cover the time since {since}.",
         "Advice only: pgvigil changed nothing. Review each SQL statement before running it.",
@@ -37,7 +73,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     if not data["recommendations"]:
         out += ["Nothing to do.", ""]
     for n, r in enumerate(data["recommendations"], 1):
-        out += [f"{n}. {r['advice']}", "", "   ```sql", f"   {r['sql']}", "   ```", ""]
+        # Paragraphs, not a list: a fence inside a list item would need its lines indented,
+        # and a statement is copied as it stands.
+        out += [f"**{n}\\.** {md(r['advice'])}", "", *fenced(r["sql"], "sql"), ""]
     out += ["## Indexes", "", "### Unused (never scanned; not unique, not primary)", ""]
     out += _table(
         ["index", "table", "size"],
@@ -120,9 +158,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         out.append(f"- Size {severity} threshold reached in: {_days(days)}.")
     if fc["disk"]:
         out.append(
-            f"- Data filesystem {fc['disk']['path']}: {format_size(fc['disk']['avail_bytes'])} "
-            f"free of {format_size(fc['disk']['size_bytes'])}; "
-            f"full in {_days(fc['days_until_disk_full'])}."
+            f"- Data filesystem {md(fc['disk']['path'])}: "
+            f"{format_size(fc['disk']['avail_bytes'])} free of "
+            f"{format_size(fc['disk']['size_bytes'])}; full in {_days(fc['days_until_disk_full'])}."
         )
     else:
         out.append("- Data filesystem not visible from the sidecar: no disk forecast.")
