@@ -135,7 +135,7 @@ def test_one_cluster_down_alerts_with_its_labels_and_resolves(tmp_path: Path) ->
     rules = render_fast_rules(tmp_path)
     with ExitStack() as stack:
         enter: Callable[[Any], Any] = stack.enter_context
-        smtp = enter(MailSink().start())
+        smtp = enter(MailSink())
         am_config = fast_alertmanager_config(smtp.address)
         am1 = enter(
             start_alertmanager(tmp_path, am_config, cluster=True, extra_args=CLUSTER_TIMERS)
@@ -149,7 +149,7 @@ def test_one_cluster_down_alerts_with_its_labels_and_resolves(tmp_path: Path) ->
             )
         )
         note("SMTP sink and two Alertmanager peers up")
-        pg = {name: enter(cluster(tmp_path)) for name in ("a", "b")}
+        pg = {name: enter(cluster()) for name in ("a", "b")}
         note("PostgreSQL clusters a and b up (initdb, start)")
         exporter = {
             name: enter(pgvigil_serve(tmp_path, env={"DATA_SOURCE_NAME": c.server.dsn("postgres")}))
