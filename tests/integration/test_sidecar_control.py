@@ -117,7 +117,7 @@ def test_control_api_runs_pauses_and_reports(tmp_path: Path, pki: Pki, machine_d
         assert f"{archived}" in done.stdout
         refused = run_job(["archive", *remote], "wrong")
         assert refused.returncode == 1
-        assert refused.stderr.strip() == f"pgvigil: the sidecar at {url} answered 401: unauthorized"
+        assert refused.stderr.strip() == f"pgvigil: the sidecar at {url} answered 401: Unauthorized"
         assert sample(metrics(), "pgvigil_sidecar_control_actions_total", action="run") == 2
 
 

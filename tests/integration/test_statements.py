@@ -155,7 +155,7 @@ def test_queries_endpoint_serves_the_normalised_text_of_exported_queryids(
     cfg, db, _ = collector(pgss, Clock(), top_n=50, text_length=40)
     try:
         scrape = build_scrape(db, cfg)
-        routes = serve.build_routes(scrape, "/metrics")
+        routes = serve.build_routes(scrape, cfg)
         routes["/metrics"]({})
         response = routes["/queries"]({})
         samples = scrape_once(make_registry(scrape))
