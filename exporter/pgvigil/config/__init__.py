@@ -8,6 +8,7 @@ their own modules and joined here.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Collection
 from pathlib import Path
@@ -190,3 +191,16 @@ def validate(
 ) -> Config:
     context = {"collectors": collectors, "jobs": jobs}
     return validate_model(Config, data, source=source, root=root, context=context)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that reads the config file has (serve, sidecar, run-job)."""
+    parser.add_argument("--config.file", dest="config_file", type=Path, help="YAML config file")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the config (and DSN) and exit"
+    )
+    parser.add_argument(
+        "--check-connection",
+        action="store_true",
+        help="validate the config, connect, say with which privileges, and exit",
+    )

@@ -36,15 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "example:\n"
         "  DATA_SOURCE_NAME='postgresql://pgvigil@127.0.0.1:5432/chat' pgvigil serve"
     )
-    parser.add_argument("--config.file", dest="config_file", type=Path, help="YAML config file")
-    parser.add_argument(
-        "--check-config", action="store_true", help="validate the config (and DSN) and exit"
-    )
-    parser.add_argument(
-        "--check-connection",
-        action="store_true",
-        help="validate the config, connect, say with which privileges, and exit",
-    )
+    config_module.add_flags(parser)
     parser.add_argument(
         "--web.listen-address",
         dest="listen_address",

@@ -11,7 +11,6 @@ import argparse
 import logging
 import signal
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pgvigil import access
@@ -26,18 +25,6 @@ from pgvigil.sidecar.metrics import SidecarState
 log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "pgvigil-sidecar"
-
-
-def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config.file", dest="config_file", type=Path, help="YAML config file")
-    parser.add_argument(
-        "--check-config", action="store_true", help="validate the config (and DSN) and exit"
-    )
-    parser.add_argument(
-        "--check-connection",
-        action="store_true",
-        help="validate the config, connect, say with which privileges, and exit",
-    )
 
 
 def check_and_exit(

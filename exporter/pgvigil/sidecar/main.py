@@ -11,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pgvigil import config as config_module
 from pgvigil import db as db_module
 from pgvigil.config import ConfigError
 from pgvigil.sidecar import control as control_module
 from pgvigil.sidecar import http, scheduler
 from pgvigil.sidecar.command import (
-    add_common_flags,
     build_context,
     check_and_exit,
     load_config,
@@ -72,7 +72,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "example:\n"
         "  DATA_SOURCE_NAME='postgresql://pgvigil_maint@127.0.0.1:5432/chat' pgvigil sidecar"
     )
-    add_common_flags(parser)
+    config_module.add_flags(parser)
     parser.add_argument(
         "--web.listen-address",
         dest="listen_address",

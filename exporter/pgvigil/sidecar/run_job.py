@@ -14,9 +14,9 @@ import os
 import sys
 from pathlib import Path
 
+from pgvigil import config as config_module
 from pgvigil.logs import printable
 from pgvigil.sidecar.command import (
-    add_common_flags,
     build_context,
     check_and_exit,
     load_config,
@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         f"                                         (password from ${PASSWORD_ENV})"
     )
     parser.add_argument("job", metavar="NAME", choices=NAMES, help="the job to run")
-    add_common_flags(parser)
+    config_module.add_flags(parser)
     parser.add_argument(
         "--dry-run", action="store_true", help="say what the job would do; change nothing"
     )
