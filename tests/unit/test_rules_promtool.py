@@ -31,21 +31,30 @@ def test_plain_promtool_check_rules_lint_fatal_accepts_rules_dir() -> None:
     assert result.stdout.count("SUCCESS") == 2
 
 
-@pytest.mark.timeout(1800)  # about 35 s of CPU a run: 20 runs on 2 cores take minutes
+RUNS = 4  # two rounds of two at once; see the docstring for why not one, and why not twenty
+
+
+@pytest.mark.timeout(600)  # about 20 s of promtool CPU a run
 def test_plain_promtool_test_rules_passes_every_time() -> None:
-    """`promtool test rules rules/tests/*.yml` as a user runs it, 20 times (two at once):
-    promtool orders groups at random unless a test file fixes the order, so one run proves
-    little."""
+    """`promtool test rules rules/tests/*.yml` as a user runs it passes, run after run.
+
+    promtool evaluates groups in a random order unless a test file fixes it; every file does
+    (group_eval_order, checked below against the rendered groups), so the result cannot vary
+    with the order and a few runs suffice. Before that fix, 13 of 19 runs failed here."""
     tests = sorted(str(p.relative_to(ROOT)) for p in (RULES_DIR / "tests").glob("*.yml"))
+    assert {"alerts.yml", "growth.yml", "recording.yml", "forecast.yml"} <= {
+        Path(t).name for t in tests
+    }
 
     def run(_: int) -> subprocess.CompletedProcess[str]:
         argv = ["promtool", "test", "rules", *tests]
         return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(run, range(20)))
+        results = list(pool.map(run, range(RUNS)))
     failed = [r.stdout + r.stderr for r in results if r.returncode != 0]
-    assert not failed, f"{len(failed)} of 20 runs failed; the first:\n{failed[0]}"
+    assert not failed, f"{len(failed)} of {RUNS} runs failed; the first:\n{failed[0]}"
+    assert all(r.stdout.count("SUCCESS") == len(tests) for r in results), results[0].stdout
 
 
 def test_each_test_file_fixes_the_rendered_group_order() -> None:
@@ -56,11 +65,3 @@ def test_each_test_file_fixes_the_rendered_group_order() -> None:
         loaded = [Path(f).name for f in spec["rule_files"]]
         expected = [g for name in rules.OUTPUTS if name in loaded for g in rendered[name]]
         assert spec.get("group_eval_order") == expected, test.name
-
-
-def test_promtool_unit_tests_pass() -> None:
-    tests = sorted(p.name for p in (RULES_DIR / "tests").glob("*.yml"))
-    assert {"alerts.yml", "growth.yml", "recording.yml", "forecast.yml"} <= set(tests)
-    result = rules.test_rules(RULES_DIR / "tests")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("SUCCESS") == len(tests), result.stdout
