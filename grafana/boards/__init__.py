@@ -1,5 +1,5 @@
 """The dashboards pgvigil ships, one module each, in the order the generator writes them."""
 
-from boards import maintenance, overview, storage
+from boards import diagnostics, maintenance, overview, storage
 
-BOARDS = (overview.BOARD, storage.BOARD, maintenance.BOARD)
+BOARDS = (overview.BOARD, storage.BOARD, maintenance.BOARD, diagnostics.BOARD)

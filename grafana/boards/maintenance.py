@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from builder import BLUE, GREEN, ORANGE, RED, Board, Panel, instance_matcher, query_variable
+from builder import (
+    BLUE,
+    CLUSTER,
+    GREEN,
+    ORANGE,
+    RED,
+    Board,
+    Panel,
+    instance_matcher,
+    query_variable,
+)
 from pgvigil.config.thresholds import Thresholds
 
 SIDECAR_VARIABLE = query_variable(
-    "sidecar", "Sidecar", 'label_values(up{job="pgvigil-sidecar"}, instance)'
+    "sidecar", "Sidecar", f'label_values(up{{job="pgvigil-sidecar", {CLUSTER}}}, instance)'
 )
 SIDECAR = instance_matcher(SIDECAR_VARIABLE)
 
@@ -126,7 +136,7 @@ def panels(t: Thresholds) -> list[Panel]:
             "Index advice headline from the weekly report: size of indexes never scanned "
             "(neither unique nor primary), that cost writes and disk for nothing.",
             "bytes",
-            [("pgvigil_report_unused_index_bytes", "unused indexes")],
+            [(f"pgvigil_report_unused_index_bytes{{{CLUSTER}}}", "unused indexes")],
             kind="stat",
             width=6,
             steps=[(GREEN, None), (ORANGE, 100 * 1024**2)],
@@ -137,10 +147,10 @@ def panels(t: Thresholds) -> list[Panel]:
             "tables read mostly by sequential scans.",
             "none",
             [
-                ("pgvigil_report_unused_indexes", "unused"),
-                ("pgvigil_report_duplicate_indexes", "duplicate"),
-                ("pgvigil_report_invalid_indexes", "invalid"),
-                ("pgvigil_report_seq_scan_tables", "seq-scanned tables"),
+                (f"pgvigil_report_unused_indexes{{{CLUSTER}}}", "unused"),
+                (f"pgvigil_report_duplicate_indexes{{{CLUSTER}}}", "duplicate"),
+                (f"pgvigil_report_invalid_indexes{{{CLUSTER}}}", "invalid"),
+                (f"pgvigil_report_seq_scan_tables{{{CLUSTER}}}", "seq-scanned tables"),
             ],
             kind="stat",
             width=6,
@@ -161,7 +171,7 @@ def panels(t: Thresholds) -> list[Panel]:
             "Time since the latest weekly analysis report was written "
             "(pgvigil_report_timestamp_seconds).",
             "s",
-            [("time() - pgvigil_report_timestamp_seconds", "report")],
+            [(f"time() - pgvigil_report_timestamp_seconds{{{CLUSTER}}}", "report")],
             kind="stat",
             width=6,
             steps=[(GREEN, None), (ORANGE, 8 * 86400.0)],

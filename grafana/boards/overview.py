@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from builder import (
+    CLUSTER,
     EXPORTER,
     GREEN,
     INSTANCE,
@@ -21,7 +22,7 @@ STATUS_MAPPING = value_mapping(("healthy", GREEN), ("warning", ORANGE), ("critic
 # Colours of the 0-100 score follow pgvigil:health_status (rules/recording.yml): critical
 # below 25, warning below 100; a component scores 75 at its warning threshold.
 SCORE_STEPS: Steps = [(RED, None), (ORANGE, 25.0), (GREEN, 100.0)]
-FIRING = 'ALERTS{alertstate="firing", alertname=~"Pgvigil.*"'
+FIRING = f'ALERTS{{alertstate="firing", alertname=~"Pgvigil.*", {CLUSTER}'
 
 
 def panels(t: Thresholds) -> list[Panel]:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from builder import EXPORTER, GREEN, INSTANCE, ORANGE, RED, Board, Panel, rising, textbox_variable
+from builder import (
+    CLUSTER,
+    EXPORTER,
+    GREEN,
+    INSTANCE,
+    ORANGE,
+    RED,
+    Board,
+    Panel,
+    rising,
+    textbox_variable,
+)
 from pgvigil.config.sidecar import ReportSettings
 from pgvigil.config.thresholds import Thresholds
 
@@ -64,7 +75,7 @@ def panels(t: Thresholds) -> list[Panel]:
             "d",
             [
                 (f"pgvigil:filesystem:days_until_full{{{INSTANCE}}}", "{{path}} (rules)"),
-                ("pgvigil_report_days_until_disk_full", "weekly report"),
+                (f"pgvigil_report_days_until_disk_full{{{CLUSTER}}}", "weekly report"),
             ],
             kind="stat",
             steps=[(RED, None), (ORANGE, 7.0), (GREEN, 30.0)],
@@ -166,7 +177,10 @@ def panels(t: Thresholds) -> list[Panel]:
             "short",
             [
                 (f"pgvigil_app_rows_past_retention{{{INSTANCE}}}", "{{schema}}.{{table}} now"),
-                ("pgvigil_report_rows_past_retention", "{{schema}}.{{table}} weekly report"),
+                (
+                    f"pgvigil_report_rows_past_retention{{{CLUSTER}}}",
+                    "{{schema}}.{{table}} weekly report",
+                ),
             ],
             kind="stat",
             steps=[(GREEN, None), (ORANGE, 1.0)],

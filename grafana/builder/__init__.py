@@ -23,6 +23,8 @@ from builder.panels import (
     value_mapping,
 )
 from builder.variables import (
+    CLUSTER,
+    CLUSTER_VARIABLE,
     DATASOURCE,
     EXPORTER,
     INSTANCE,
@@ -34,6 +36,7 @@ from pgvigil.config.thresholds import Thresholds
 
 __all__ = [
     "BLUE",
+    "CLUSTER",
     "EXPORTER",
     "GREEN",
     "INSTANCE",
@@ -61,7 +64,7 @@ class Board:
     uid: str
     title: str
     description: str
-    variables: list[dict[str, Any]]  # besides the datasource, which every board has
+    variables: list[dict[str, Any]]  # besides the datasource and cluster, which every board has
     panels: Callable[[Thresholds], list[Panel]]
 
 
@@ -85,7 +88,7 @@ def render(board: Board, thresholds: Thresholds) -> dict[str, Any]:
         "schemaVersion": 39,
         "version": 1,
         "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": [DATASOURCE, *board.variables]},
+        "templating": {"list": [DATASOURCE, CLUSTER_VARIABLE, *board.variables]},
         "annotations": {"list": []},
         "links": [
             {

@@ -34,6 +34,8 @@ class Panel:
     minimum: float | None = None
     maximum: float | None = None
     instant: bool = False
+    # Tables only: one row per series, the queries' values side by side (Grafana's "merge").
+    merge: bool = False
 
 
 class Limits(Protocol):
@@ -128,6 +130,7 @@ def render_panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
         "fieldConfig": {"defaults": _field_defaults(panel), "overrides": []},
         "options": _options(panel),
+        **({"transformations": [{"id": "merge", "options": {}}]} if panel.merge else {}),
         "targets": [
             {
                 "refId": chr(ord("A") + i),

@@ -48,11 +48,24 @@ def textbox_variable(name: str, label: str, default: str) -> dict[str, Any]:
     }
 
 
+# The fleet's `cluster` external label (docs/fleet.md), first on every board. A single
+# Prometheus has no such label: the variable then offers only "All", whose `.*` also matches
+# series without the label, so every panel still shows everything.
+CLUSTER_VARIABLE: dict[str, Any] = {
+    **query_variable("cluster", "Cluster", "label_values(pgvigil_up, cluster)"),
+    "current": {"text": "All", "value": "$__all"},
+}
+CLUSTER = 'cluster=~"$cluster"'
+
+
 def instance_matcher(variable: dict[str, Any]) -> str:
-    """The label matcher a query uses to follow a target variable: `instance=~"$instance"`."""
-    return f'instance=~"${variable["name"]}"'
+    """The label matchers a query uses to follow the cluster and a target variable:
+    `cluster=~"$cluster", instance=~"$instance"`."""
+    return f'{CLUSTER}, instance=~"${variable["name"]}"'
 
 
-# The exporters, picked by the instance variable (Overview and Storage).
-EXPORTER = query_variable("instance", "Exporter", "label_values(pgvigil_up, instance)")
+# The exporters of the chosen clusters, picked by the instance variable.
+EXPORTER = query_variable(
+    "instance", "Exporter", f"label_values(pgvigil_up{{{CLUSTER}}}, instance)"
+)
 INSTANCE = instance_matcher(EXPORTER)

@@ -1,5 +1,5 @@
 """The Grafana dashboards, read as files: current with their generator, a unit and a
-description on every panel, the datasource and instance variables used everywhere, and
+description on every panel, the datasource, cluster and instance variables used everywhere, and
 threshold lines equal to the thresholds file (pgvigil/config/thresholds.yml), one storage price
 with the weekly report, and shipped in the package. Queries are evaluated for real in
 tests/e2e/test_dashboards.py."""
@@ -74,24 +74,64 @@ def test_every_panel_has_unit_description_datasource_and_query(name: str) -> Non
         assert grid["x"] + grid["w"] <= 24, where
 
 
+# A vector selector (a metric name and its matchers), or what must be skipped to find them: a
+# function's name, a string, a number, a range, a grouping clause or a dashboard variable.
+SELECTOR = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"
+    r"|\[[^\]]*\]"
+    r'|"(?:[^"\\]|\\.)*"'
+    r"|\d+(?:\.\d+)?(?:e[+-]?\d+)?"
+    r"|\$\w+"
+    r"|(?P<name>[a-zA-Z_:][\w:]*)\s*(?P<matchers>\{[^}]*\})?(?![\w(:]|\s*\(|\s+(?:by|without)\b)"
+)
+PROMQL_OPERATORS = {"and", "or", "unless", "bool", "offset", "group_left", "group_right"}
+
+
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric name, matchers) of each vector selector in a PromQL expression."""
+    return [
+        (m["name"], m["matchers"] or "")
+        for m in SELECTOR.finditer(expr)
+        if m["name"] and m["name"] not in PROMQL_OPERATORS
+    ]
+
+
+def test_selectors_are_found_like_promql_reads_them() -> None:
+    assert selectors(
+        'topk(3, sum by (job, instance) (rate(pgvigil_a_total{x="y"}[5m]))) / on (job) '
+        "(b:c:d > 0) or vector(0) + 2^30 * time() - sum without (a) (ALERTS)"
+    ) == [("pgvigil_a_total", '{x="y"}'), ("b:c:d", ""), ("ALERTS", "")]
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_datasource_and_instance_variables(name: str) -> None:
+def test_datasource_cluster_and_instance_variables(name: str) -> None:
     board = boards()[name]
     variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert list(variables)[:2] == ["datasource", "cluster"]
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
+    # Without a fleet (no `cluster` label) "All" is the only choice, and its `.*` also
+    # matches series without the label.
+    cluster = variables["cluster"]
+    assert cluster["includeAll"] and cluster["allValue"] == ".*"
+    assert cluster["current"]["value"] == "$__all"
     instance = variables.get("instance") or variables["sidecar"]
     assert instance["type"] == "query" and instance["includeAll"]
     assert instance["query"]["query"].startswith("label_values(")
+    assert 'cluster=~"$cluster"' in instance["query"]["query"]
     var = "$" + instance["name"]
-    # Every query of pgvigil's per-target series filters on the instance variable; the weekly
-    # report gauges and ALERTS counts are single series and need no filter.
+    # Every selector follows the cluster variable; those of pgvigil's per-target series the
+    # instance variable too (the weekly report gauges and ALERTS counts are single series).
     for panel in board["panels"]:
         for target in panel["targets"]:
             expr = target["expr"]
-            if re.search(r"\b(pgvigil_report_|count\(ALERTS)", expr):
-                continue
-            assert f'instance=~"{var}"' in expr, f"{name}: {panel['title']}: {expr}"
+            where = f"{name}: {panel['title']}: {expr}"
+            found = selectors(expr)
+            assert found, where
+            for metric, matchers in found:
+                assert 'cluster=~"$cluster"' in matchers, f"{where}: {metric}"
+                if not re.match(r"(pgvigil_report_|ALERTS$)", metric):
+                    assert f'instance=~"{var}"' in matchers, f"{where}: {metric}"
 
 
 def thresholds_of(title: str, board: dict[str, Any]) -> list[float | None]:
