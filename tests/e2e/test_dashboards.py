@@ -117,8 +117,14 @@ def variable_defaults() -> dict[str, str]:
 
 
 def substitute(expr: str, s: Observed) -> str:
-    """Template variables as Grafana fills them with one instance selected."""
-    values = {**variable_defaults(), "instance": s.instance, "sidecar": s.sidecar_instance}
+    """Template variables as Grafana fills them with one instance selected, and the cluster
+    variable at "All" (a single Prometheus: no series has a `cluster` label)."""
+    values = {
+        **variable_defaults(),
+        "cluster": ".*",
+        "instance": s.instance,
+        "sidecar": s.sidecar_instance,
+    }
     return re.sub(r"\$(\w+)", lambda m: values[m.group(1)], expr)
 
 
