@@ -15,7 +15,8 @@ blocks hit and read, temp blocks written and WAL, for the top N by execution tim
     pgvigil_statement_exec_seconds_total{datname="chat",queryid="-7253...",user="app"} 311.5
     (likewise pgvigil_statement_rows_total, pgvigil_statement_shared_blocks_hit_total,
     pgvigil_statement_shared_blocks_read_total, pgvigil_statement_temp_blocks_written_total,
-    and pgvigil_statement_wal_bytes_total where the server tracks WAL per query)
+    pgvigil_statement_wal_bytes_total where the server tracks WAL per query, and
+    pgvigil_statement_block_read_seconds_total where it has block read times)
 
 Which queries get series is decided once per window (`diagnostics.statements.window_seconds`)
 from the execution time each added during it, with hysteresis (see `topn.py`): a query enters
@@ -25,12 +26,13 @@ total. `__other__` drops when a query enters the top N (its counts move to their
 a membership change, rare by design, not a stats reset. Query text never goes into a label:
 `/queries` serves the normalised, truncated text of the exported queryids.
 
-Columns are found in the catalog, not from the version: `total_exec_time` (extension 1.8+,
-PostgreSQL 13+) or `total_time` before, `wal_bytes` where it exists. Without the extension
-(not created in this database, or not in `shared_preload_libraries`) the collector says so in
-one log line and exports `pgvigil_statements_available 0`; it does not fail. Reading other
-users' queries needs `pg_read_all_stats` (in `pg_monitor`); entries hidden from the exporter
-have no queryid and count in `__other__`.
+Columns are found in the catalog, not from the version (pgvigil.statements): `total_exec_time`
+(extension 1.8+, PostgreSQL 13+) or `total_time` before, `wal_bytes` where it exists, block read
+time as `shared_blk_read_time + local_blk_read_time` (17+) or `blk_read_time` before.
+Without the extension (not created in this database, or not in `shared_preload_libraries`)
+the collector says so in one log line and exports `pgvigil_statements_available 0`; it does
+not fail. Reading other users' queries needs `pg_read_all_stats` (in `pg_monitor`); entries
+hidden from the exporter have no queryid and count in `__other__`.
 """
 
 from __future__ import annotations
@@ -39,11 +41,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from psycopg import sql
 from sqlalchemy.exc import DBAPIError
 
 from pgvigil.config import Config
@@ -51,40 +51,11 @@ from pgvigil.db import Database
 from pgvigil.exporter.collectors.base import Collector
 from pgvigil.exporter.collectors.topn import TopN
 from pgvigil.requirements import Extension
+from pgvigil.statements import DETECT_SQL, View, normalise
 
 log = logging.getLogger(__name__)
 
 OTHER = "__other__"
-
-DETECT_SQL = """
-SELECT n.nspname AS schema, array_agg(a.attname::text) AS columns
-FROM pg_extension e
-JOIN pg_namespace n ON n.oid = e.extnamespace
-JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'pg_stat_statements'
-JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE e.extname = 'pg_stat_statements'
-GROUP BY n.nspname
-"""
-
-# showtext => false: the texts live in a file the server would read for every scrape.
-STATEMENTS_SQL = """
-SELECT s.queryid::text AS queryid, coalesce(d.datname, s.dbid::text) AS datname,
-       coalesce(r.rolname, s.userid::text) AS username,
-       sum(s.calls) AS calls, sum(s.{exec_time}) / 1000.0 AS exec_seconds, sum(s.rows) AS rows,
-       sum(s.shared_blks_hit) AS shared_hit, sum(s.shared_blks_read) AS shared_read,
-       sum(s.temp_blks_written) AS temp_written, {wal_bytes} AS wal_bytes
-FROM {function}(false) s
-LEFT JOIN pg_database d ON d.oid = s.dbid
-LEFT JOIN pg_roles r ON r.oid = s.userid
-GROUP BY 1, 2, 3
-"""
-
-TEXT_SQL = """
-SELECT queryid::text AS queryid, min(query) AS query
-FROM {view}
-WHERE queryid::text = ANY(:queryids)
-GROUP BY 1
-"""
 
 # (family suffix, row attribute, help); the WAL family exists only where the column does.
 FAMILIES = (
@@ -95,38 +66,14 @@ FAMILIES = (
     ("shared_blocks_read", "shared_read", "Shared blocks the query read from disk or OS cache"),
     ("temp_blocks_written", "temp_written", "Temporary blocks the query wrote"),
     ("wal_bytes", "wal_bytes", "WAL the query generated, in bytes"),
+    (
+        "block_read_seconds",
+        "read_seconds",
+        "Time the query spent reading shared and local blocks (0 without track_io_timing)",
+    ),
 )
 
 Key = tuple[str, str, str]  # queryid, datname, user
-
-
-@dataclass(frozen=True)
-class View:
-    schema: str
-    exec_time: str
-    has_wal: bool
-
-    def statements_sql(self) -> str:
-        return (
-            sql.SQL(STATEMENTS_SQL)
-            .format(
-                exec_time=sql.Identifier(self.exec_time),
-                wal_bytes=sql.SQL("sum(s.wal_bytes)" if self.has_wal else "NULL::numeric"),
-                function=sql.Identifier(self.schema, "pg_stat_statements"),
-            )
-            .as_string(None)
-        )
-
-    def text_sql(self) -> str:
-        view = sql.Identifier(self.schema, "pg_stat_statements")
-        return sql.SQL(TEXT_SQL).format(view=view).as_string(None)
-
-
-def normalise(text: str, length: int) -> str:
-    """One line of at most `length` characters (pg_stat_statements already replaced the
-    constants with $1, $2, ...)."""
-    line = " ".join(text.split())
-    return line if len(line) <= length else line[: length - 1] + "…"
 
 
 class StatementsCollector(Collector):
@@ -164,7 +111,9 @@ class StatementsCollector(Collector):
         assert self._view is not None
         families = []
         for suffix, attr, help_text in FAMILIES:
-            if attr == "wal_bytes" and not self._view.has_wal:
+            if (attr == "wal_bytes" and not self._view.has_wal) or (
+                attr == "read_seconds" and not self._view.read_time
+            ):
                 continue
             family = CounterMetricFamily(
                 f"pgvigil_statement_{suffix}",
@@ -222,9 +171,7 @@ class StatementsCollector(Collector):
                 "CREATE EXTENSION pg_stat_statements (it must also be in "
                 "shared_preload_libraries); top-query metrics are off until then"
             )
-        columns = set(found[0].columns)
-        exec_time = "total_exec_time" if "total_exec_time" in columns else "total_time"
-        return View(found[0].schema, exec_time, "wal_bytes" in columns)
+        return View.from_columns(found[0].schema, found[0].columns)
 
     def _note_unavailable(self, reason: str) -> None:
         if self._unavailable != reason:

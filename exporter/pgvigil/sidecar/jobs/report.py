@@ -27,6 +27,7 @@ from pgvigil.config.thresholds import Thresholds
 from pgvigil.requirements import Role
 from pgvigil.sidecar.context import Job, JobContext
 from pgvigil.sidecar.jobs.report_markdown import render_markdown
+from pgvigil.sidecar.jobs.report_queries import top_queries
 from pgvigil.units import format_size
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ def analyse(
         "never_analyzed": never_analyzed,
         "growth": growth,
         "cache": _cache(db),
+        "top_queries": top_queries(conn, ctx.config.diagnostics.statements),
         # What the last archival runs of this sidecar could not do, table by table.
         "archival": [
             {"schema": schema, "table": table, "outcome": t.outcome, "message": t.message}

@@ -55,6 +55,40 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value * 1000:.2f} ms" if value < 1 else f"{value:,.1f} s"
+
+
+def _top_queries(top: dict[str, Any] | None) -> list[str]:
+    if top is None:  # a report written before the section existed
+        return []
+    out = ["## Top queries (pg_stat_statements, by total execution time)", ""]
+    if not top["available"]:
+        return [*out, f"Not listed: {md(top['reason'])}.", ""]
+    out += [
+        f"The {top['limit']} busiest queries since the statistics were reset, by the queryid, "
+        "database and user the exporter's pgvigil_statement_* series carry.",
+        "",
+    ]
+    return out + _table(
+        ["queryid", "database", "user", "calls", "total time", "mean time", "query"],
+        [
+            [
+                q["queryid"],
+                q["datname"],
+                q["user"],
+                q["calls"],
+                _seconds(q["total_seconds"]),
+                _seconds(q["mean_seconds"]),
+                q["query"],
+            ]
+            for q in top["queries"]
+        ],
+    )
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     f = data["findings"]
     fc = data["forecast"]
@@ -147,6 +181,7 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"read from disk; shared_buffers {cache['shared_buffers']}).",
             "",
         ]
+    out += _top_queries(f.get("top_queries"))
     cost = fc["storage_cost_per_month"]
     out += [
         "## Forecast",
