@@ -182,6 +182,7 @@ class Thresholds(Strict):
     replication_slot_retained_bytes: RisingBytes
     sequence_used_ratio: RisingRatio
     table_bloat_bytes: TableBloat
+    index_bloat_bytes: TableBloat
     runbook_base_url: str
 
 
