@@ -14,6 +14,7 @@ from pgvigil.exporter.collectors.custom import CUSTOM_QUERIES
 from pgvigil.exporter.collectors.disk import DiskCollector
 from pgvigil.exporter.collectors.growth import GrowthCollector
 from pgvigil.exporter.collectors.horizon import HorizonCollector
+from pgvigil.exporter.collectors.index_bloat import IndexBloatCollector
 from pgvigil.exporter.collectors.indexes import IndexesCollector
 from pgvigil.exporter.collectors.io import IoCollector
 from pgvigil.exporter.collectors.latency import LatencyCollector
@@ -41,6 +42,7 @@ ALL: tuple[type[Collector], ...] = (
     VacuumCollector,
     AutovacuumCollector,
     BloatCollector,
+    IndexBloatCollector,
     SequencesCollector,
     IndexesCollector,
     ReplicationCollector,
