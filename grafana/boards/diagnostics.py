@@ -441,6 +441,39 @@ def maintenance_panels(t: Thresholds) -> list[Panel]:
             minimum=0,
             maximum=1,
         ),
+        Panel(
+            "Index bloat",
+            f"The {TOP} B-tree indexes with the most pages beyond what their entries need, "
+            "estimated from statistics (pgvigil_index_bloat_bytes). Colours: "
+            "PgvigilIndexBloated size thresholds; REINDEX INDEX CONCURRENTLY rebuilds one.",
+            "bytes",
+            [
+                (
+                    f"topk({TOP}, pgvigil_index_bloat_bytes{{{INSTANCE}}})",
+                    "{{schema}}.{{index}}",
+                )
+            ],
+            kind="bargauge",
+            instant=True,
+            steps=rising(t.index_bloat_bytes),
+        ),
+        Panel(
+            "Index bloat share",
+            "Estimated share of each bloated index that is bloat (pgvigil_index_bloat_ratio); "
+            "PgvigilIndexBloated needs it above its min_ratio.",
+            "percentunit",
+            [
+                (
+                    f"topk({TOP}, pgvigil_index_bloat_ratio{{{INSTANCE}}})",
+                    "{{schema}}.{{index}}",
+                )
+            ],
+            kind="bargauge",
+            instant=True,
+            steps=[(GREEN, None), (ORANGE, float(t.index_bloat_bytes.min_ratio))],
+            minimum=0,
+            maximum=1,
+        ),
     ]
 
 

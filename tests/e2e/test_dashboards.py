@@ -68,9 +68,9 @@ ALLOWED_EMPTY = {
 }
 # Allowed empty on the servers that cannot have the data (see `allowed_empty`).
 CHECKSUM_PANEL = ("diagnostics.json", "Deadlocks, conflicts, checksum failures (1h)", "C")
-IO_PANELS = [
-    ("diagnostics.json", "I/O reads and writes by backend type", ref) for ref in "AB"
-] + [("diagnostics.json", "I/O hits, extends and evictions by backend type", ref) for ref in "ABC"]
+IO_PANELS = [("diagnostics.json", "I/O reads and writes by backend type", ref) for ref in "AB"] + [
+    ("diagnostics.json", "I/O hits, extends and evictions by backend type", ref) for ref in "ABC"
+]
 
 # Metrics pgvigil exports only in situations the test cannot set up; each must still be
 # written by a collector, which the test checks in the source.
@@ -168,8 +168,7 @@ def allowed_empty(s: Observed) -> dict[tuple[str, str, str], str]:
     allowed = dict(ALLOWED_EMPTY)
     with psycopg.connect(s.exporter_dsn) as conn:
         version, checksums = conn.execute(
-            "SELECT current_setting('server_version_num')::int, "
-            "current_setting('data_checksums')"
+            "SELECT current_setting('server_version_num')::int, current_setting('data_checksums')"
         ).fetchone() or (0, "off")
     if checksums != "on":
         allowed[CHECKSUM_PANEL] = "data checksums are off: checksum_failures is NULL"
@@ -256,6 +255,8 @@ def test_every_panel_query_parses_and_returns_data(observed: Observed) -> None:
         if r["metric"]["table"] == "churned"
     ]
     assert churned[0] > 0.5  # nine rows in ten deleted
+    indexes = {(i["table"], i["index"]) for i in labels("Index bloat share")}
+    assert ("churned", "churned_pkey") in indexes
     assert labels("Top queries by total time (1h)")
     assert all(q["queryid"] != "__other__" for q in labels("Top queries by total time (1h)"))
     waits = {(w["wait_event_type"], w["wait_event"]) for w in labels("Sessions by wait event")}
