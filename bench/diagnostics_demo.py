@@ -1,5 +1,6 @@
 """The diagnostics on a live workload, for the record: pgbench running, a session blocked by an
-idle-in-transaction one (which also holds the xmin horizon), and an inactive replication slot.
+idle-in-transaction one (which also holds the xmin horizon), an inactive replication slot, and
+a table (with its primary key) of which nine rows in ten were deleted.
 Prints a scrape excerpt of each new family, `/queries`, and the alerts a real Prometheus fired
 with their descriptions.
 
@@ -40,10 +41,12 @@ lock_blocking: {warning: 10s, critical: 10m, for: 10s}
 xmin_horizon_xids: {warning: 1000, critical: 100000000, for: 10s}
 replication_slot_at_risk: {safe_wal_bytes: 1GiB, for: 10s}
 replication_slot_retained_bytes: {warning: 1MiB, critical: 10GiB, for: 10s}
+table_bloat_bytes: {warning: 1MiB, critical: 10GiB, min_ratio: 0.5, for: 10s}
+index_bloat_bytes: {warning: 1MiB, critical: 10GiB, min_ratio: 0.5, for: 10s}
 """
 FAMILIES = re.compile(
     r"^pgvigil_(session_wait_events|lock_|xmin_horizon_|replication_slot_|statement|"
-    r"sequence_|vacuums_running|autovacuum_|table_bloat_|"
+    r"sequence_|vacuums_running|autovacuum_|table_bloat_|index_bloat_|io_|"
     r"database_(commits|rollbacks|deadlocks|temp_|conflicts|checksum))"
 )
 EXPECTED = {
@@ -51,6 +54,8 @@ EXPECTED = {
     "PgvigilXminHorizonHeld",
     "PgvigilReplicationSlotRetainingWal",
     "PgvigilReplicationSlotAtRisk",
+    "PgvigilTableBloated",
+    "PgvigilIndexBloated",
 }
 
 
@@ -76,6 +81,13 @@ def main() -> int:
             conn.execute("CREATE TABLE hold (id int PRIMARY KEY)")
             conn.execute("INSERT INTO hold VALUES (1)")
             conn.execute("SELECT pg_create_physical_replication_slot('standby_gone', true)")
+            conn.execute("CREATE TABLE churned (id int PRIMARY KEY, body text)")
+            conn.execute("ALTER TABLE churned SET (autovacuum_enabled = off)")
+            conn.execute(
+                "INSERT INTO churned SELECT g, repeat('x', 40) FROM generate_series(1, 200000) g"
+            )
+            conn.execute("DELETE FROM churned WHERE id % 10 <> 0")
+            conn.execute("ANALYZE churned")
         pg = ["-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
         subprocess.run(
             [str(cluster.binaries.bin / "pgbench"), "-i", "-s", "5", "-q", *pg, "postgres"],
