@@ -116,12 +116,12 @@ def variable_defaults() -> dict[str, str]:
     return out
 
 
-def substitute(expr: str, s: Observed) -> str:
+def substitute(expr: str, s: Observed, cluster: str = ".*") -> str:
     """Template variables as Grafana fills them with one instance selected, and the cluster
-    variable at "All" (a single Prometheus: no series has a `cluster` label)."""
+    variable at "All" (a single Prometheus: no series has a `cluster` label) unless given."""
     values = {
         **variable_defaults(),
-        "cluster": ".*",
+        "cluster": cluster,
         "instance": s.instance,
         "sidecar": s.sidecar_instance,
     }
@@ -261,6 +261,21 @@ def test_every_panel_query_parses_and_returns_data(observed: Observed) -> None:
     assert all(q["queryid"] != "__other__" for q in labels("Top queries by total time (1h)"))
     waits = {(w["wait_event_type"], w["wait_event"]) for w in labels("Sessions by wait event")}
     assert ("Lock", "transactionid") in waits
+
+
+def test_another_cluster_shows_nothing(observed: Observed) -> None:
+    """With a cluster chosen that the observed exporter is not in, every panel is empty (or
+    the `or vector(0)` of a count): each query follows the cluster variable."""
+    observed.prom.wait_for("pgvigil:health_score", timeout=30)
+    shown = {
+        (board, panel["title"], target["refId"]): query(
+            observed, substitute(target["expr"], observed, cluster="elsewhere")
+        )
+        for board, panel, target in panels()
+    }
+    leaks = {k: v for k, v in shown.items() if any(r["metric"] or r["value"][1] != "0" for r in v)}
+    assert leaks == {}
+    assert any(v == [] for v in shown.values())
 
 
 def rule_exprs() -> list[tuple[str, str]]:
