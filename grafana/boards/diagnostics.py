@@ -94,15 +94,15 @@ def top_query_panels() -> list[Panel]:
         ),
         Panel(
             "Execution time not in the top queries",
-            "Share of all execution time spent by the queries without a series of their own "
-            '(queryid="__other__"): high means the top N misses much of the work; raise '
-            "diagnostics.statements.top_n.",
+            "Share of the last 5 minutes' execution time spent by the queries without a "
+            "series of their own (pgvigil:statement_exec_seconds_not_top:ratio_rate5m, from "
+            "the exported queries against the view's whole total, so that a query entering "
+            "the top N does not read as a reset of __other__): high means the top N misses "
+            "much of the work; raise diagnostics.statements.top_n.",
             "percentunit",
             [
                 (
-                    "sum by (instance) (rate(pgvigil_statement_exec_seconds_total"
-                    f'{{{INSTANCE}, queryid="__other__"}}[5m])) / sum by (instance) ('
-                    f"rate(pgvigil_statement_exec_seconds_total{{{INSTANCE}}}[5m]))",
+                    f"pgvigil:statement_exec_seconds_not_top:ratio_rate5m{{{INSTANCE}}}",
                     "{{instance}}",
                 )
             ],
