@@ -16,6 +16,7 @@ timeline is printed (pytest -s) and written to tmp_path/timeline.txt; measured, 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -123,6 +124,15 @@ def emails(smtp: Any, status: str) -> list[EmailMessage]:
     return [m for m in smtp.messages if subject(m).startswith(f"[{status}") and ALERT in subject(m)]
 
 
+def panel_expr(board: str, title: str) -> str:
+    """The first query of a dashboard panel, as grafana/dashboards/ holds it."""
+    data = json.loads(
+        (Path(__file__).resolve().parents[2] / "grafana/dashboards" / board).read_text()
+    )
+    (panel,) = [p for p in data["panels"] if p["title"] == title]
+    return str(panel["targets"][0]["expr"])
+
+
 def test_one_cluster_down_alerts_with_its_labels_and_resolves(tmp_path: Path) -> None:
     timeline: list[str] = []
     t0 = time.monotonic()
@@ -195,6 +205,13 @@ def test_one_cluster_down_alerts_with_its_labels_and_resolves(tmp_path: Path) ->
             assert up["metric"]["job"] == "pgvigil"
         vm.wait_for('pgvigil_sidecar_build_info{job="pgvigil-sidecar",cluster="b"}', timeout=30)
         note("agents up; pgvigil_up == 1 of a and b, with their labels, in VictoriaMetrics")
+        # The dashboards' cluster selector on the store: its choices are the clusters, and a
+        # panel with one chosen shows that cluster's exporter only.
+        assert sorted(vm.get_json("/api/v1/label/cluster/values")["data"]) == ["a", "b"]
+        reachable = panel_expr("overview.json", "Database reachable")
+        shown = vm.query(reachable.replace("$cluster", "a").replace("$instance", ".*"))
+        assert [r["metric"]["cluster"] for r in shown] == ["a"]
+        note("dashboards: cluster variable lists a and b; a panel with cluster=a shows a only")
         # The ruler starts on a store that has data, as when it joins a running fleet (on an
         # empty store PgvigilExporterDown's absent() would rightly fire first).
         ruler = enter(vmalert(tmp_path, vm.url, [am1.url, am2.url], rules, VMALERT_FAST))
