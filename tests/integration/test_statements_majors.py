@@ -29,6 +29,10 @@ from tests.support.observed_stack import statements_cluster
 from tests.support.postgres import Server
 from tests.support.samples import scrape_once, series, value
 
+# A breadth test (selected with the other matrix tests by `-m every_major`); its clusters are
+# its own, one per major of PGVIGIL_MATRIX_MAJORS, with the extension preloaded.
+pytestmark = pytest.mark.every_major
+
 QUIET = "-c pg_stat_statements.track=none"
 # What each major's pg_stat_statements has (its documentation): the column names a rename moved.
 EXPECTED = {
