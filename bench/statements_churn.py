@@ -97,7 +97,8 @@ def main() -> int:
                 max(1, round(1000 / (i + 1) * rng.lognormvariate(0, args.noise)))
                 for i in range(args.queries)
             ]
-            argv = [str(cluster.binaries.bin / "pgbench"), "-n", "-c", "2", "-T", f"{args.seconds:g}"]
+            pgbench = str(cluster.binaries.bin / "pgbench")
+            argv = [pgbench, "-n", "-c", "2", "-T", f"{args.seconds:g}"]
             argv += ["-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
             argv += [f"-f{scripts / f'q{i}.sql'}@{w}" for i, w in enumerate(weights)]
             subprocess.run([*argv, "postgres"], check=True, capture_output=True)
