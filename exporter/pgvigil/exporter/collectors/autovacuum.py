@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
+from pgvigil.requirements import Role
 
 PHASES = (
     "initializing",
@@ -84,11 +85,15 @@ WHERE coalesce(enabled, 'true') NOT IN ('false', 'off', 'no', '0')
 
 class AutovacuumCollector(Collector):
     name = "autovacuum"
+    requires = (Role("pg_monitor"),)  # others' vacuum phase
 
     def collect(self) -> Iterable[Metric]:
         running = {(kind, phase): 0.0 for kind in ("autovacuum", "manual") for phase in PHASES}
         for row in self.query(RUNNING_SQL):
-            running[(row.kind, row.phase)] = float(row.vacuums)
+            # Without pg_read_all_stats another role's vacuum shows no phase: not counted
+            # (doctor says what to grant) rather than a series with an empty phase.
+            if row.phase is not None:
+                running[(row.kind, row.phase)] = float(row.vacuums)
         vacuums = GaugeMetricFamily(
             "pgvigil_vacuums_running",
             "VACUUMs in progress (pg_stat_progress_vacuum) by kind (autovacuum, manual) and phase.",

@@ -30,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from pgvigil.config import Config
 from pgvigil.db import Database
 from pgvigil.exporter.collectors.base import Collector, TTLCache
+from pgvigil.requirements import StatisticsReadable
 
 MAX_SERIES = 10
 MIN_PAGES = 128  # 1 MiB at 8 kB pages: smaller tables are not worth a series
@@ -73,6 +74,7 @@ LIMIT :limit
 
 class BloatCollector(Collector):
     name = "bloat"
+    requires = (StatisticsReadable(MIN_PAGES),)
 
     def __init__(self, db: Database, config: Config):
         super().__init__(db, config)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
+from pgvigil.requirements import Role
 
 BLOCKED_SQL = """
 SELECT a.pid, pg_blocking_pids(a.pid) AS blockers,
@@ -86,6 +87,7 @@ def root_trees(edges: dict[int, list[int]], waited: dict[int, float]) -> list[Tr
 
 class BlockingCollector(Collector):
     name = "blocking"
+    requires = (Role("pg_monitor"),)  # others' wait_event_type
 
     def collect(self) -> Iterable[Metric]:
         rows = [r for r in self.query(BLOCKED_SQL) if r.blockers]

@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
+from pgvigil.requirements import Role
 
 # A session's snapshot (backend_xmin) counts as its own only when it is older than every
 # running transaction: a snapshot taken while the culprit runs has the culprit's XID as its
@@ -77,6 +78,7 @@ ORDER BY kind, xid_age DESC, culprit
 
 class HorizonCollector(Collector):
     name = "horizon"
+    requires = (Role("pg_monitor"),)  # others' backend_xid/xmin
 
     def collect(self) -> Iterable[Metric]:
         labels = ["kind", "culprit"]

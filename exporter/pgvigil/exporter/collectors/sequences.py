@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
+from pgvigil.requirements import SequencesReadable
 
 MAX_SERIES = 10
 
@@ -49,6 +50,7 @@ LIMIT :limit
 
 class SequencesCollector(Collector):
     name = "sequences"
+    requires = (SequencesReadable(),)
 
     def collect(self) -> Iterable[Metric]:
         used = GaugeMetricFamily(

@@ -50,7 +50,7 @@ from pgvigil.config import Config
 from pgvigil.db import Database
 from pgvigil.exporter.collectors.base import Collector
 from pgvigil.exporter.collectors.topn import TopN
-from pgvigil.requirements import Extension
+from pgvigil.requirements import Extension, Role
 from pgvigil.statements import DETECT_SQL, View, normalise
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ Key = tuple[str, str, str]  # queryid, datname, user
 
 class StatementsCollector(Collector):
     name = "statements"
-    requires = (Extension("pg_stat_statements", preload=True),)  # doctor says how
+    # pg_monitor: other users' entries have a NULL queryid without pg_read_all_stats.
+    requires = (Extension("pg_stat_statements", preload=True), Role("pg_monitor"))
 
     def __init__(self, db: Database, config: Config, clock: Callable[[], float] = time.monotonic):
         super().__init__(db, config)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
+from pgvigil.requirements import Role
 
 MAX_SERIES = 40
 OTHER = "__other__"
@@ -39,6 +40,7 @@ ORDER BY 4 DESC, 1, 2, 3
 
 class WaitsCollector(Collector):
     name = "waits"
+    requires = (Role("pg_monitor"),)  # others' state and wait events
 
     def collect(self) -> Iterable[Metric]:
         family = GaugeMetricFamily(
