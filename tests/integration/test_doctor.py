@@ -8,14 +8,17 @@ what fixes it.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 import yaml
 from psycopg import sql
 
 from pgvigil.demo import data as demodata
-from tests.support.postgres import cluster
+from tests.conftest import Db
+from tests.support.postgres import Server, cluster
 from tests.support.processes import pgvigil_cmd
 from tests.support.roles import psql, temporary_roles, unique_role
 from tests.support.sidecar import env_for
@@ -29,6 +32,21 @@ RETAINED = {
     ],
     "collectors": {"statements": False},
 }
+
+
+@pytest.fixture(params=[15, 18], ids=["pg15", "pg18"])
+def database(request: pytest.FixtureRequest) -> Iterator[Db]:
+    """A fresh database on the machine's server and on the newest major (issue 16: doctor is
+    tested on both), in place of conftest's 15 and 16."""
+    if request.param == 15:
+        server: Server = request.getfixturevalue("pg15")
+    else:
+        server = request.getfixturevalue("throwaway_servers")(request.param)
+    name = server.create_database()
+    try:
+        yield Db(server, name)
+    finally:
+        server.drop_database(name)
 
 
 def doctor(dsn: str, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -100,6 +118,10 @@ def test_doctor_as_role_with_nothing_granted(tmp_path: Path, database) -> None:
         columns = '("created_at", "message_type", "provider")'
         assert f'GRANT SELECT {columns} ON "public"."messages" TO "{role}";' in out
         assert f'GRANT DELETE ON "public"."messages" TO "{role}";' in out
+        # pg_sequences hides how far messages_id_seq has gone (the sequences collector).
+        assert f'GRANT SELECT ON ALL SEQUENCES IN SCHEMA "public" TO "{role}";' in out
+        for blind in ("waits", "blocking", "horizon", "sequences"):
+            assert f"FIX   {blind}\n" in out
         assert "may not ANALYZE public.messages" in out
         assert "ok    quick_check" in out
         assert "Traceback" not in result.stderr
