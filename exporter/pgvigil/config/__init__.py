@@ -197,10 +197,16 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     """The flags every command that reads the config file has (serve, sidecar, run-job)."""
     parser.add_argument("--config.file", dest="config_file", type=Path, help="YAML config file")
     parser.add_argument(
-        "--check-config", action="store_true", help="validate the config (and DSN) and exit"
+        "--check-config",
+        action="store_true",
+        help="validate the config file and the DSN offline, without connecting (a missing "
+        "database or role, a wrong password, a port nothing listens on go unnoticed), print 'config OK' and exit "
+        "0, or every problem and exit 2",
     )
     parser.add_argument(
         "--check-connection",
         action="store_true",
-        help="validate the config, connect, say with which privileges, and exit",
+        help="--check-config, then connect: one line saying as whom and with which "
+        "privileges (exit 0) or why it cannot connect (exit 1); `pgvigil doctor` goes on to "
+        "check each collector and job",
     )

@@ -52,7 +52,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "The database and role come from DATA_SOURCE_NAME or connection.dsn, as for\n"
         "`pgvigil serve`. When the exporter and the sidecar connect as different roles, run\n"
-        "it once for each with --only.\n"
+        "it once for each with --only. It always connects: `pgvigil serve --check-config`\n"
+        "validates the config offline, `--check-connection` only connects and says with\n"
+        "which privileges. Exit 0 when all is well, 1 when something needs a fix or the\n"
+        "database cannot be reached, 2 for a bad config or DSN.\n"
         "examples:\n"
         "  DATA_SOURCE_NAME=postgresql://pgvigil_mon@db/chat pgvigil doctor --only exporter\n"
         "  DATA_SOURCE_NAME=postgresql://pgvigil_maint@db/chat pgvigil doctor --only sidecar"
