@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from pgvigil import units
+from pgvigil.logs import printable
 
 DEFAULT_URL = "http://127.0.0.1:9093"
 URL_ENV = "PGVIGIL_ALERTMANAGER_URL"
@@ -90,6 +91,17 @@ def matches(labels: Mapping[str, str], matchers: Sequence[Matcher]) -> bool:
         if hit != m.is_equal:
             return False
     return True
+
+
+# A label value (a table name, an instance) may be as long as its author liked.
+SHOWN_CHARACTERS = 80
+
+
+def shown(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """An alert label, a silence's author or comment as terminal text: one line (line breaks
+    and escape sequences spelt out, as in the logs) of at most `limit` characters."""
+    text = printable(str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def short_time(iso: str) -> str:

@@ -34,6 +34,7 @@ from pgvigil.alerting.alertmanager import (
     matches,
     parse_duration,
     short_time,
+    shown,
 )
 from pgvigil.alerting.rules import alert_names, render
 from pgvigil.config.thresholds import load_thresholds
@@ -114,21 +115,23 @@ def run(args: argparse.Namespace) -> int:
 def _list(am: Alertmanager) -> int:
     alerts = am.alerts()
     silences = {s["id"]: s for s in am.silences()}
-    shown = [a for a in alerts if a["labels"].get("alertname") != WATCHDOG]
+    listed = [a for a in alerts if a["labels"].get("alertname") != WATCHDOG]
     rows = [("ALERT", "SEVERITY", "INSTANCE", "STATE", "SINCE", "DETAILS")]
-    for alert in sorted(shown, key=_sort_key):
+    for alert in sorted(listed, key=_sort_key):
         labels = alert["labels"]
         rows.append(
             (
-                labels.get("alertname", "?"),
-                labels.get("severity", ""),
-                labels.get("instance", ""),
+                shown(labels.get("alertname", "?")),
+                shown(labels.get("severity", "")),
+                shown(labels.get("instance", "")),
                 _state(alert, silences),
                 short_time(alert.get("startsAt", "")),
-                " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in _SHOWN),
+                " ".join(
+                    f"{shown(k)}={shown(v)}" for k, v in sorted(labels.items()) if k not in _SHOWN
+                ),
             )
         )
-    if shown:
+    if listed:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1])
@@ -156,7 +159,8 @@ def _state(alert: dict[str, Any], silences: dict[str, dict[str, Any]]) -> str:
         s = silences.get(silence_id, {})
         until = short_time(s.get("endsAt", ""))
         also = ", inhibited" if status.get("inhibitedBy") else ""
-        return f"acked by {s.get('createdBy', '?')} until {until} ({silence_id[:8]}{also})"
+        by = shown(s.get("createdBy", "?"))
+        return f"acked by {by} until {until} ({shown(silence_id[:8])}{also})"
     if status.get("inhibitedBy"):
         return "inhibited (its critical fires)"
     return "firing" if status.get("state") == "active" else str(status.get("state", "?"))
@@ -177,7 +181,10 @@ def _ack(am: Alertmanager, args: argparse.Namespace) -> int:
     silence = next((s for s in am.silences() if s["id"] == silence_id), {})
     until = short_time(silence.get("endsAt", ""))
     what = ", ".join(str(m) for m in matchers)
-    print(f"acknowledged {len(active)} alert(s) matching {what} until {until} by {author}")
+    print(
+        f"acknowledged {len(active)} alert(s) matching {shown(what, 200)} until {until} "
+        f"by {shown(author)}"
+    )
     print(f"silence {silence_id}; undo: pgvigil alerts unack {silence_id}")
     if not active:
         print("note: no alert matches right now; the silence still covers ones that start later")
@@ -216,7 +223,8 @@ def _unack(am: Alertmanager, targets: Sequence[str]) -> int:
     for s in chosen:
         am.expire_silence(s["id"])
         what = ", ".join(matcher_text(m) for m in s["matchers"])
-        print(f"expired silence {s['id']} ({what}; by {s.get('createdBy')}: {s.get('comment')})")
+        by, why = shown(s.get("createdBy")), shown(s.get("comment"))
+        print(f"expired silence {shown(s['id'])} ({shown(what, 200)}; by {by}: {why})")
     return 0
 
 

@@ -239,8 +239,9 @@ def acknowledge(summary: Summary, am: alertmanager.Alertmanager) -> None:
         summary.acks.append(
             None
             if silence is None
-            else f"acked by {silence.get('createdBy', '?')} until "
-            f"{alertmanager.short_time(silence.get('endsAt', ''))}: {silence.get('comment', '')}"
+            else f"acked by {alertmanager.shown(silence.get('createdBy', '?'))} until "
+            f"{alertmanager.short_time(silence.get('endsAt', ''))}: "
+            f"{alertmanager.shown(silence.get('comment', ''))}"
         )
 
 
@@ -270,11 +271,15 @@ def render_text(s: Summary, url: str) -> str:
     )
     for i in order:
         labels = s.alerts[i]
+        shown = alertmanager.shown
         where = " ".join(
-            f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity")
+            f"{shown(k)}={shown(v)}"
+            for k, v in sorted(labels.items())
+            if k not in ("alertname", "severity")
         )
         lines.append(
-            f"               {labels.get('severity', '?'):8} {labels['alertname']}  {where}"
+            f"               {shown(labels.get('severity', '?')):8} "
+            f"{shown(labels['alertname'])}  {where}"
         )
         if acks[i]:
             lines.append(f"                        {acks[i]}")
@@ -289,7 +294,11 @@ def render_text(s: Summary, url: str) -> str:
     latency = (
         "" if s.latency_seconds is None else f", responds in {s.latency_seconds * 1000:.1f} ms"
     )
-    size = nodata if s.database_bytes is None else f"{s.database} {format_size(s.database_bytes)}"
+    size = (
+        nodata
+        if s.database_bytes is None
+        else f"{alertmanager.shown(s.database)} {format_size(s.database_bytes)}"
+    )
     lines.append(f"  database   {size}; {reach}{latency}")
     uptime = nodata if s.uptime_ratio is None else f"{s.uptime_ratio * 100:.2f} % of the last day"
     lines.append(f"  uptime     {uptime}")
