@@ -180,23 +180,74 @@ def test_doctor_cannot_connect(machine_db) -> None:
     assert "sql/monitoring_role.sql" in result.stdout
 
 
-def test_doctor_recognises_a_managed_service() -> None:
+# How each service is simulated (its catalog's marks on a throwaway cluster), its name, admin.
+SERVICES = {
+    "rds": (["CREATE ROLE rds_superuser NOLOGIN"], "Amazon RDS for PostgreSQL", "rds_superuser"),
+    "aurora": (
+        [
+            "CREATE ROLE rds_superuser NOLOGIN",
+            "CREATE FUNCTION aurora_version() RETURNS text LANGUAGE sql AS $$SELECT '3'$$",
+        ],
+        "Amazon Aurora PostgreSQL",
+        "rds_superuser",
+    ),
+    "cloudsql": (
+        ["CREATE ROLE cloudsqlsuperuser NOLOGIN"],
+        "Google Cloud SQL for PostgreSQL",
+        "cloudsqlsuperuser",
+    ),
+    "azure": (
+        ["CREATE ROLE azure_pg_admin NOLOGIN"],
+        "Azure Database for PostgreSQL",
+        "azure_pg_admin",
+    ),
+}
+UNDO = "DROP FUNCTION IF EXISTS aurora_version(); DROP ROLE IF EXISTS {}"
+
+
+def test_doctor_recognises_each_managed_service() -> None:
     # Its own cluster: a role named like a provider's would mislead every other user of a
     # shared server.
+    from pgvigil.doctor.managed import SERVICES as KNOWN
+
     with cluster() as c:
         with c.server.connect() as conn:
-            conn.execute("CREATE ROLE cloudsqlsuperuser NOLOGIN")
             conn.execute("CREATE ROLE pgvigil LOGIN")
         dsn = psycopg.conninfo.make_conninfo(**{**c.server.conninfo("postgres"), "user": "pgvigil"})
-        result = doctor(dsn, "--only", "exporter")
-    assert result.returncode == 1
-    assert "managed service: Google Cloud SQL for PostgreSQL" in result.stdout
-    # No real superuser there: the fixes are for the service's administrator role.
-    assert 'As cloudsqlsuperuser, in postgres:\n  GRANT "pg_monitor" TO "pgvigil";' in result.stdout
-    assert "database flags" in result.stdout
-    assert "cannot give disk" in result.stdout
-    assert "pgvigil:filesystem_used:ratio" in result.stdout
-    assert "docs/managed-databases.md" in result.stdout
+        for key, (marks, name, admin) in SERVICES.items():
+            with c.server.connect() as conn:
+                for mark in marks:
+                    conn.execute(mark)
+            result = doctor(dsn, "--only", "exporter")
+            with c.server.connect() as conn:
+                conn.execute(UNDO.format(admin))
+            assert result.returncode == 1
+            assert f"managed service: {name}\n" in result.stdout
+            # No real superuser there: the fixes are for the service's administrator role.
+            assert f'As {admin}, in postgres:\n  GRANT "pg_monitor" TO "pgvigil";' in result.stdout
+            assert KNOWN[key].parameters in result.stdout
+            for missing in KNOWN[key].missing:
+                assert f"cannot give {missing.figure}" in " ".join(result.stdout.split())
+            assert "pgvigil:filesystem_used:ratio" in result.stdout
+            assert "docs/managed-databases.md" in result.stdout
+
+
+def test_managed_databases_doc_lists_what_doctor_says_each_service_cannot_give() -> None:
+    import re
+
+    from pgvigil.doctor.managed import SERVICES as KNOWN
+
+    doc = (Path(__file__).parents[2] / "docs" / "managed-databases.md").read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| ")]
+    for service in KNOWN.values():
+        # The rows of the tables whose first cell names the service ("Amazon RDS").
+        mine = " ".join(r for r in rows if service.name.startswith(r.split("|")[1].strip()))
+        named = re.findall(r"pgvigil_[a-z_]+\*?", mine)
+        for missing in service.missing:
+            for metric in re.findall(r"pgvigil_[a-z_]+", missing.figure):
+                assert metric in named or any(
+                    n.endswith("*") and metric.startswith(n[:-1]) for n in named
+                ), (service.name, metric)
 
 
 def test_extension_and_setting_requirements_word_their_fix(machine_db) -> None:

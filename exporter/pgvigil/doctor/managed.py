@@ -2,9 +2,9 @@
 
 A managed service is recognised from its catalog (the roles and functions it installs), never
 from a host name: `rds_superuser` (Amazon RDS; Aurora adds `aurora_version()`),
-`cloudsqlsuperuser` (Google Cloud SQL), `azure_superuser` or the `azure.extensions` parameter
-(Azure Database for PostgreSQL). None of them hands out a real superuser, nor lets the exporter
-see the data directory's filesystem.
+`cloudsqlsuperuser` (Google Cloud SQL), `azure_pg_admin`, `azure_superuser` or the
+`azure.extensions` parameter (Azure Database for PostgreSQL). None of them hands out a real
+superuser, nor lets the exporter see the data directory's filesystem.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ DETECT_SQL = """
 SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rds_superuser') AS rds,
        EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'aurora_version') AS aurora,
        EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cloudsqlsuperuser') AS cloudsql,
-       EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'azure_superuser')
+       EXISTS (SELECT 1 FROM pg_roles WHERE rolname IN ('azure_superuser', 'azure_pg_admin'))
          OR current_setting('azure.extensions', true) IS NOT NULL AS azure
 """
 
@@ -68,6 +68,12 @@ SERVICES = {
                 "temporary files use local storage)",
                 "CloudWatch FreeLocalStorage, recorded as pgvigil:filesystem_used:ratio by the "
                 f"rule in {DISK_DOC}",
+            ),
+            Missing(
+                "WAL files: pgvigil_wal_segments / pgvigil_wal_size_bytes (Aurora does not "
+                "support pg_ls_waldir(); its log lives in the cluster volume), so doctor "
+                "reports the checkpoints collector's skipped families there",
+                "pgvigil_wal_bytes_total (pg_stat_wal) for the WAL generated",
             ),
             Missing(
                 "replication: Aurora replicas share the storage and do not stream WAL, so "
