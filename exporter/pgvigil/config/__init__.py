@@ -200,8 +200,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--check-config",
         action="store_true",
         help="validate the config file and the DSN offline, without connecting (a missing "
-        "database or role, a wrong password, a port nothing listens on go unnoticed), print 'config OK' and exit "
-        "0, or every problem and exit 2",
+        "database or role, a wrong password, a port nothing listens on go unnoticed), print "
+        "'config OK' and exit 0, or every problem and exit 2",
     )
     parser.add_argument(
         "--check-connection",
