@@ -85,10 +85,13 @@ class SequencesReadable:
 
 @dataclass(frozen=True)
 class StatisticsReadable:
-    """Every column of each table of at least `min_pages` pages readable: `pg_stats` shows a
-    column's statistics only to a role that may read the column (pg_monitor does not help)."""
+    """The columns whose statistics an estimate reads are readable: `pg_stats` shows a
+    column's statistics only to a role that may read the column (pg_monitor does not help).
+    `of="tables"`: every column of each table of at least `min_pages` pages; `of="indexes"`:
+    the columns of each plain B-tree index of at least `min_pages` pages."""
 
     min_pages: int
+    of: Literal["tables", "indexes"] = "tables"
 
 
 Requirement = (

@@ -103,8 +103,9 @@ def scene(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             # Over the bloat collector's MIN_PAGES, half of it dead, analyzed.
             conn.execute(
                 "CREATE TABLE bloated AS SELECT g AS id, repeat('x', 200) AS filler "
-                "FROM generate_series(1, 20000) g"
+                "FROM generate_series(1, 60000) g"
             )
+            conn.execute("CREATE INDEX bloated_id ON bloated (id)")  # over MIN_PAGES too
             conn.execute("DELETE FROM bloated WHERE id % 2 = 0")
             conn.execute("ANALYZE")
             for table in ("conversations", "messages", "bloated"):
@@ -215,6 +216,7 @@ def test_doctor_ok_exactly_where_the_collector_sees_what_a_superuser_sees(
     if role == BARE:
         for name in (
             "size",
+            "index_bloat",
             "waits",
             "blocking",
             "horizon",
@@ -227,7 +229,8 @@ def test_doctor_ok_exactly_where_the_collector_sees_what_a_superuser_sees(
     else:
         for name in ("waits", "blocking", "horizon", "sequences", "statements", "activity"):
             assert works[name], name
-        assert not works["bloat"]  # its rows are the application's: sql/ does not grant them
+        # Their columns are the application's: sql/ does not grant them.
+        assert not works["bloat"] and not works["index_bloat"]
 
 
 def test_superuser_with_statements_preloaded_is_all_well(scene: Scene) -> None:

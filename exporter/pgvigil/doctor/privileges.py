@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from pgvigil.config import ApplicationTable, Config
+from pgvigil.logs import printable
 from pgvigil.requirements import (
     ColumnsReadable,
     Extension,
@@ -90,6 +91,20 @@ WHERE c.relkind IN ('r', 'm') AND c.relpages >= %(min_pages)s AND {USER_SCHEMA}
                 AND NOT has_column_privilege(c.oid, a.attnum, 'SELECT'))
 ORDER BY 1, 2
 """
+# Plain B-tree indexes big enough to be estimated with an indexed column pg_stats hides.
+INDEX_STATISTICS_SQL = f"""
+SELECT n.nspname AS schema, t.relname AS table,
+       array_agg(DISTINCT a.attname::text ORDER BY a.attname::text) AS columns
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_class t ON t.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+JOIN pg_am am ON am.oid = c.relam AND am.amname = 'btree'
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[])
+WHERE i.indexprs IS NULL AND i.indisvalid AND c.relpages >= %(min_pages)s AND {USER_SCHEMA}
+  AND a.attnum > 0 AND NOT has_column_privilege(i.indrelid, a.attnum, 'SELECT')
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
 
 
 @dataclass(frozen=True)
@@ -125,8 +140,10 @@ def check(conn: psycopg.Connection[Any], config: Config, requirement: Requiremen
             return [p for t in _tables(config, tables) for p in _maintain(conn, t)]
         case SequencesReadable():
             return _sequences(conn)
-        case StatisticsReadable(min_pages):
+        case StatisticsReadable(min_pages, "tables"):
             return _statistics(conn, min_pages)
+        case StatisticsReadable(min_pages, "indexes"):
+            return _index_statistics(conn, min_pages)
     raise AssertionError(f"unknown requirement {requirement!r}")
 
 
@@ -326,7 +343,8 @@ def _sequences(conn: psycopg.Connection[Any]) -> list[Problem]:
         )
         problems.append(
             Problem(
-                f"may not read the sequences of schema {schema} ({shown}): their use is hidden",
+                f"may not read the sequences of schema {printable(schema)} ({printable(shown)}): "
+                "their use is hidden",
                 _render(conn, fix) + "   -- what sql/monitoring_role.sql does",
             )
         )
@@ -339,10 +357,31 @@ def _statistics(conn: psycopg.Connection[Any], min_pages: int) -> list[Problem]:
         fix = sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(schema, table), _me(conn))
         problems.append(
             Problem(
-                f"pg_stats hides the columns of {schema}.{table} it may not read: its bloat is "
+                f"pg_stats hides the columns of {printable(schema)}.{printable(table)} it may not "
+                "read: its bloat is "
                 "not estimated",
                 _render(conn, fix)
                 + "   -- it may then read the rows too; else turn the bloat collector off",
+            )
+        )
+    return problems
+
+
+def _index_statistics(conn: psycopg.Connection[Any], min_pages: int) -> list[Problem]:
+    problems = []
+    rows = conn.execute(INDEX_STATISTICS_SQL, {"min_pages": min_pages}).fetchall()
+    for schema, table, columns in rows:
+        fix = sql.SQL("GRANT SELECT ({}) ON {} TO {}").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            sql.Identifier(schema, table),
+            _me(conn),
+        )
+        problems.append(
+            Problem(
+                f"pg_stats hides indexed columns of {printable(schema)}.{printable(table)} "
+                f"({printable(', '.join(columns))}): the bloat of their indexes is not estimated",
+                _render(conn, fix) + "   -- it may then read those columns; else turn "
+                "index_bloat off",
             )
         )
     return problems

@@ -33,6 +33,7 @@ from pgvigil.config import Config
 from pgvigil.db import Database
 from pgvigil.exporter.collectors.base import Collector, TTLCache
 from pgvigil.exporter.collectors.bloat import MAX_SERIES, MIN_PAGES
+from pgvigil.requirements import StatisticsReadable
 
 INDEX_BLOAT_SQL = """
 WITH indexes AS (
@@ -76,6 +77,7 @@ LIMIT :limit
 
 class IndexBloatCollector(Collector):
     name = "index_bloat"
+    requires = (StatisticsReadable(MIN_PAGES, of="indexes"),)
 
     def __init__(self, db: Database, config: Config):
         super().__init__(db, config)
