@@ -39,7 +39,8 @@ def _fill(db: Db, rows: int = 3000) -> None:
 def test_archive_moves_old_rows_and_a_rerun_moves_none(database: Db) -> None:
     _fill(database)
     before = sorted(r[0] for r in database.execute("SELECT id FROM messages"))
-    with in_process(database.params, _settings()) as sidecar:
+    # Batches of a fixed size (not sized by time): the count of batches is known.
+    with in_process(database.params, _settings(batch_target_seconds=None)) as sidecar:
         assert sidecar.run("archive", dry_run=True) == "success"
         assert "would move 2001 rows" in sidecar.message("archive")
         assert "(would be created)" in sidecar.message("archive")
@@ -76,7 +77,7 @@ def test_run_job_archive_prints_progress(machine_db: Db, tmp_path: Path) -> None
     _fill(machine_db, rows=1000)
     config = write_config(
         tmp_path,
-        {"archive": {"batch_size": 200, "pause_seconds": 0}},
+        {"archive": {"batch_size": 200, "pause_seconds": 0, "batch_target_seconds": None}},
         application_tables=[{"name": "messages", "retention_days": 10}],
     )
     result = run_job(machine_db.dsn, "archive", config)
@@ -246,3 +247,65 @@ def test_run_job_archive_draws_a_progress_bar_on_a_terminal(machine_db: Db, tmp_
     text = output.decode()
     assert "public.messages [" in text and "] 100% 667/~" in text
     assert "\r\x1b[Kpublic.messages: 667 rows moved in 7 batches" in text
+
+
+def _batch_sizes(sidecar: Any, db: Db) -> list[tuple[int, float | None]]:
+    """Run the archive; (rows moved so far, rows left as the metric said) after each batch,
+    as the progress bar is told them."""
+    seen: list[tuple[int, float | None]] = []
+
+    def bar(_table: str, moved: int, _total: int) -> None:
+        if seen and seen[-1][0] == moved:  # the bar's last word, once the run is done
+            return
+        stats = sidecar.ctx.state.snapshot()["tables"][("public", "messages")]
+        seen.append((moved, stats.rows_left))
+
+    sidecar.ctx.progress_bar = bar
+    assert sidecar.run("archive") == "success", sidecar.message("archive")
+    return seen
+
+
+def test_batches_sized_by_time_shrink_when_slower_than_the_target(machine_db: Db) -> None:
+    _fill(machine_db)  # 2001 rows past retention
+    settings = _settings(batch_size=5000, batch_target_seconds=0.000001)
+    with in_process(machine_db.params, settings) as sidecar:
+        assert sidecar.run("archive", dry_run=True) == "success"
+        plan = sidecar.message("archive")
+        assert "would move 2001 rows" in plan
+        assert "in batches of up to 5000 rows, each sized to take about 1e-06s" in plan
+        seen = _batch_sizes(sidecar, machine_db)
+        message = sidecar.message("archive")
+    # The first batch takes 1000 rows; every batch is slower than a microsecond, so the
+    # next ones shrink to min_batch_size (default 100).
+    moved = [m for m, _ in seen]
+    assert [b - a for a, b in zip([0, *moved], moved, strict=False)] == [1000] + [100] * 10 + [1]
+    assert "2001 rows moved in 12 batches" in message
+    assert machine_db.execute(COUNTS)[0][1:3] == (0, 2001)
+
+
+def test_batches_sized_by_time_double_while_quick_and_rows_left_counts_down(
+    machine_db: Db,
+) -> None:
+    _fill(machine_db, rows=12_000)
+    old = machine_db.execute(
+        "SELECT count(*) FROM messages WHERE created_at < now() - interval '10 days'"
+    )[0][0]
+    settings = _settings(batch_size=5000, batch_target_seconds=60)
+    with in_process(machine_db.params, settings) as sidecar:
+        seen = _batch_sizes(sidecar, machine_db)
+        message = sidecar.message("archive")
+        stats = sidecar.ctx.state.snapshot()["tables"][("public", "messages")]
+    moved = [m for m, _ in seen]
+    sizes = [b - a for a, b in zip([0, *moved], moved, strict=False)]
+    # Far under the target: 1000 rows, then twice as many each batch up to batch_size.
+    full = [1000, 2000, 4000, 5000, 5000, 5000]
+    assert sizes[:-1] == full[: len(sizes) - 1] and 0 < sizes[-1] <= full[len(sizes) - 1]
+    assert moved[-1] == old and f"{old} rows moved in {len(sizes)} batches" in message
+    # The metric counts down by what each batch moved from the planner's estimate, and ends
+    # at 0 (the estimate is off by a few rows).
+    lefts = [left for _, left in seen]
+    assert lefts == sorted(lefts, reverse=True)
+    estimate = lefts[0] + sizes[0]  # type: ignore[operator]
+    assert all(left == max(estimate - m, 0) for m, left in seen[:-1])
+    assert abs(estimate - old) < old * 0.2
+    assert stats.rows_left == 0

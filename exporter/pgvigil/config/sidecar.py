@@ -109,7 +109,17 @@ class AnalyzeSettings(Strict):
 
 
 class ArchiveSettings(Strict):
-    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        5000, description="The most rows one batch (one transaction) moves."
+    )
+    batch_target_seconds: Annotated[float, Field(gt=0, le=60)] | None = Field(
+        0.1,
+        description="Size batches by time: a batch that took longer shrinks the next in "
+        "proportion, one that took under half of it doubles the next (up to batch_size). "
+        "A batch holds its row locks until it commits, so this bounds how long it makes an "
+        "application wait. The first batch takes at most 1000 rows. null: every batch takes "
+        "batch_size rows.",
+    )
     min_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
         None, description="The smallest a timed-out batch shrinks to (default: 100 or batch_size)."
     )
@@ -162,6 +172,11 @@ class ArchiveSettings(Strict):
     )
     pause_check_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
         5.0, description="While paused, look again this often."
+    )
+    strain_check_seconds: Annotated[float, Field(ge=0, le=300)] = Field(
+        1.0,
+        description="Look at the bounds above before the first batch, then at most this often "
+        "between batches (0: before every batch).",
     )
     max_pause_seconds: Seconds = Field(
         600.0,

@@ -4,11 +4,13 @@ Each application table is archived on its own: it is inspected first (archive_in
 shape that cannot be archived faithfully is refused, nothing touched), then moved in batches
 (archive_batch: one verified statement per transaction, so a crash, even SIGKILL, leaves whole
 batches only). A refused or failing table is reported and the next table still runs; the job
-fails at the end when any table did. Batches are ordered by primary key, bounded in size and
-time; a batch that times out is retried at half the size. A batch the archive rejects (a check
+fails at the end when any table did. Batches are ordered by primary key and sized by time
+(`batch_target_seconds`, at most `batch_size` rows), since a batch holds its row locks until
+it commits; a batch that times out is retried at half the size. A batch the archive rejects (a check
 constraint, a key already archived, a reference) narrows down to the offending rows, which are
 held back and reported; the rest move and the next run tries them again. Between batches the
-job pauses while the database is under strain (archive_pressure).
+job pauses while the database is under strain (archive_pressure, looked at before the first
+batch and then every `strain_check_seconds`).
 
     $ pgvigil run-job archive
     public.messages: moving rows older than 2026-10-31 15:40 UTC (retention 30 days) ...
@@ -31,11 +33,13 @@ from pgvigil.config.sidecar import ArchiveSettings, JobSchedule
 from pgvigil.requirements import SchemaPrivilege, TablePrivilege
 from pgvigil.sidecar.context import Job, JobContext
 from pgvigil.sidecar.jobs.archive_batch import (
+    FIRST_TIMED_BATCH,
     BatchMismatch,
     Statements,
     estimate_rows,
     first_key,
     move_batch,
+    next_limit,
     statements,
 )
 from pgvigil.sidecar.jobs.archive_inspect import (
@@ -221,7 +225,9 @@ def _move(
     result: TableResult,
 ) -> None:
     result.outcome = "moved"
-    limit = s.batch_size
+    limit = min(s.batch_size, FIRST_TIMED_BATCH) if s.batch_target_seconds else s.batch_size
+    regrowing = False  # batches grow back after timeouts shrank them
+    checked_strain = -float("inf")
     after: list[str] | None = None  # the last key moved or held back: the next batch is past it
     narrowing = False  # a rejected batch is being narrowed down to its offending rows
     retries = 0
@@ -230,9 +236,11 @@ def _move(
     start = time.perf_counter()
     last_report = start
     while not ctx.stopping():
-        if not _wait_for_calm(ctx, conn, source, s, result):
-            result.outcome = "deferred"
-            break
+        if time.perf_counter() - checked_strain >= s.strain_check_seconds:
+            if not _wait_for_calm(ctx, conn, source, s, result):
+                result.outcome = "deferred"
+                break
+            checked_strain = time.perf_counter()
         batch_start = time.perf_counter()
         try:
             moved, last_key = move_batch(conn, st, cutoff, after, limit)
@@ -244,6 +252,7 @@ def _move(
                     f"{result.timeouts} batches timed out (last at {limit} rows): {_one_line(e)}"
                 ) from None
             limit = max(s.smallest_batch, limit // 2)
+            regrowing = True
             ctx.progress(f"{source.name}: batch timed out, retrying with {limit} rows")
             continue
         except (*CONCURRENT, BatchMismatch) as e:
@@ -286,14 +295,12 @@ def _move(
         ctx.state.archived(source.schema, source.table, moved)
         ctx.state.archive_rows_left(source.schema, source.table, estimate - result.moved)
         after = last_key
-        # A shrunken batch grows back once batches pass quickly again: the lock that made it
-        # shrink (an index build, a migration) is usually gone long before the job ends; past
-        # a rejected row the rest of the table is most likely fine.
-        if limit < s.batch_size and (narrowing or elapsed < s.statement_timeout_seconds / 4):
-            limit = min(s.batch_size, limit * 2)
-            if not narrowing:
-                ctx.progress(f"{source.name}: batches grow back to {limit} rows")
-            narrowing = narrowing and limit < s.batch_size
+        grown = next_limit(s, limit, moved, elapsed, narrowing)
+        if regrowing and grown > limit:
+            ctx.progress(f"{source.name}: batches grow back to {grown} rows")
+        regrowing = regrowing and grown > limit
+        narrowing = narrowing and grown > limit
+        limit = grown
         now = time.perf_counter()
         if ctx.progress_bar is not None:
             ctx.progress_bar(source.name, result.moved, max(estimate, result.moved))
@@ -377,11 +384,15 @@ def _plan(
         if conflicts
         else ""
     )
-    batches = -(-(count - conflicts) // s.batch_size)
+    if s.batch_target_seconds:
+        batches = f"in batches of up to {s.batch_size} rows, each sized to take about "
+        batches += f"{s.batch_target_seconds:g}s"
+    else:
+        batches = f"in about {-(-(count - conflicts) // s.batch_size)} batches of {s.batch_size}"
     return (
         f"{source.name}: would move {count - conflicts} rows older than {_when(cutoff)} "
-        f"(retention {table.retention_days} days; oldest {oldest}) into {target} in about "
-        f"{batches} batches of {s.batch_size}{held}{never}"
+        f"(retention {table.retention_days} days; oldest {oldest}) into {target} "
+        f"{batches}{held}{never}"
     )
 
 

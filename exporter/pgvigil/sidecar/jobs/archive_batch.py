@@ -7,6 +7,10 @@ rolls back. A crash at any instant, even SIGKILL, leaves the whole batch moved o
 
 Keys travel as text both ways: a key holding `-infinity` has no Python value, and a text
 parameter is typed by PostgreSQL from the column it is compared with.
+
+`next_limit` sizes the batches by the time they take (`batch_target_seconds`): the rows stay
+locked from the pick to the commit, so a batch's time is how long it can make the
+application wait.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgvigil.config.sidecar import ArchiveSettings
 from pgvigil.sidecar.jobs.archive_inspect import Source
 
 # The batch's rows are chosen (and locked) in key order through the index, then deleted by
@@ -68,6 +73,11 @@ WHERE s.{ts} < %(cutoff)s AND EXISTS (SELECT FROM {archive} a WHERE ({a_key}) = 
 """
 # The planner's estimate of the rows left to move (no scan): the progress metric and bar.
 ESTIMATE_SQL = "EXPLAIN (FORMAT JSON) SELECT 1 FROM {only}{source} WHERE {ts} < %(cutoff)s"
+
+
+# The first batch of a time-sized run: small enough to stay within a 0.1 s target on a busy
+# server, large enough that the batches reach their size in a few steps.
+FIRST_TIMED_BATCH = 1000
 
 
 class BatchMismatch(Exception):
@@ -174,3 +184,25 @@ def estimate_rows(conn: psycopg.Connection[Any], st: Statements, cutoff: datetim
     row = conn.execute(st.estimate, {"cutoff": cutoff}).fetchone()
     assert row is not None
     return int(row[0][0]["Plan"]["Plan Rows"])
+
+
+def next_limit(s: ArchiveSettings, limit: int, moved: int, elapsed: float, narrowing: bool) -> int:
+    """The next batch's size, after a batch of `limit` rows moved `moved` in `elapsed` s.
+
+    Sized by time, a batch slower than the target shrinks the next in proportion (its time
+    is mostly per row) and one under half the target doubles the next: twice the rows then
+    take less than twice the time, as each batch also pays a fixed cost (round trips, the
+    commit's WAL flush). A shrunken batch grows back the same way once batches pass quickly
+    again: the lock that made it time out (an index build, a migration) is usually gone long
+    before the job ends; past a rejected row the rest of the table is most likely fine.
+    """
+    target = s.batch_target_seconds
+    if target is None:
+        if limit < s.batch_size and (narrowing or elapsed < s.statement_timeout_seconds / 4):
+            return min(s.batch_size, limit * 2)
+        return limit
+    if elapsed > target:
+        return max(min(limit, s.smallest_batch), int(limit * target / elapsed))
+    if elapsed < target / 2 and (moved == limit or narrowing):
+        return min(s.batch_size, limit * 2)
+    return limit
