@@ -8,7 +8,8 @@ Every method starts from an identical copy of one source database (CREATE DATABA
 TEMPLATE), so all move exactly the same rows. While a method runs, a watcher samples
 pg_stat_activity every few milliseconds and keeps, per transaction that deletes from the
 source, how long it has been open: the longest is the longest time the move held its row
-locks (a transaction's locks are held until it ends).
+locks (a transaction's locks are held until it ends, so a transaction once seen deleting is
+followed through its COMMIT and the WAL flush that COMMIT waits for).
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ COUNT_OLD_SQL = (
     "SELECT count(*) FROM messages WHERE created_at < now() - make_interval(days => %(days)s)"
 )
 OPEN_MOVES_SQL = """
-SELECT pid, xact_start, extract(epoch FROM clock_timestamp() - xact_start)
+SELECT pid, xact_start, extract(epoch FROM clock_timestamp() - xact_start),
+       query ILIKE '%%DELETE FROM%%'
 FROM pg_stat_activity
 WHERE datname = %s AND xact_start IS NOT NULL AND pid <> pg_backend_pid()
-  AND query ILIKE '%%DELETE FROM%%'
 """
 CONFIG = """\
 application_tables:
@@ -74,20 +75,23 @@ class LockWatcher(threading.Thread):
         super().__init__(daemon=True)
         self.params, self.dbname, self.interval = params, dbname, interval
         self.open_seconds: dict[tuple[int, Any], float] = {}
+        self.deleting: set[tuple[int, Any]] = set()
         self.stopped = threading.Event()
 
     def run(self) -> None:
         with psycopg.connect(**self.params, autocommit=True) as conn:
             while not self.stopped.is_set():
-                for pid, started, age in conn.execute(OPEN_MOVES_SQL, [self.dbname]):
+                for pid, started, age, deleting in conn.execute(OPEN_MOVES_SQL, [self.dbname]):
                     key = (pid, started)
+                    if deleting:
+                        self.deleting.add(key)
                     self.open_seconds[key] = max(self.open_seconds.get(key, 0.0), float(age))
                 self.stopped.wait(self.interval)
 
     def stop(self) -> dict[str, Any]:
         self.stopped.set()
         self.join(10)
-        holds = sorted(self.open_seconds.values())
+        holds = sorted(v for k, v in self.open_seconds.items() if k in self.deleting)
         return {
             "transactions_seen": len(holds),
             "longest_lock_hold_s": round(holds[-1], 3) if holds else None,
