@@ -309,3 +309,37 @@ def test_batches_sized_by_time_double_while_quick_and_rows_left_counts_down(
     assert all(left == max(estimate - m, 0) for m, left in seen[:-1])
     assert abs(estimate - old) < old * 0.2
     assert stats.rows_left == 0
+
+
+KEEP_EVEN_ROWS = """
+CREATE FUNCTION keep_even() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN IF OLD.id % 2 = 0 THEN RETURN NULL; END IF; RETURN OLD; END$$;
+CREATE TRIGGER keep_even BEFORE DELETE ON messages FOR EACH ROW EXECUTE FUNCTION keep_even();
+"""
+
+
+def test_a_trigger_added_mid_run_fails_the_batch_check_and_nothing_moves_half(
+    machine_db: Db,
+) -> None:
+    """The inspection ran before the first batch; a trigger created after it (a migration
+    mid-run) makes a batch delete fewer rows than it picked: the statement's own check fails
+    it before it commits, it is retried, then the table stops naming the counts."""
+    _fill(machine_db)
+    before = sorted(r[0] for r in machine_db.execute("SELECT id FROM messages"))
+    settings = _settings(batch_size=100, batch_target_seconds=None, max_batch_retries=2)
+    with in_process(machine_db.params, settings) as sidecar:
+
+        def bar(_table: str, moved: int, _total: int) -> None:
+            if moved == 100:  # after the first batch
+                machine_db.execute(KEEP_EVEN_ROWS)
+
+        sidecar.ctx.progress_bar = bar
+        assert sidecar.run("archive") == "failure"
+        message = sidecar.message("archive")
+        stats = sidecar.ctx.state.snapshot()["tables"][("public", "messages")]
+    assert "batch rolled back 3 times, last: picked 100, deleted 50, inserted 50" in message
+    assert "(a trigger or rule changing what DELETE or INSERT does?)" in message
+    assert stats.outcome == "failed"
+    _, old_left, archived, young_archived = machine_db.execute(COUNTS)[0]
+    assert (archived, old_left, young_archived) == (100, 1901, 0)  # the first batch only
+    assert sorted(r[0] for r in machine_db.execute(KEYS)) == before

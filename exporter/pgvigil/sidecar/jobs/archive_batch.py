@@ -2,8 +2,9 @@
 
 The statement locks the oldest keys past the cutoff (skipping rows an application session
 holds), deletes exactly those rows and inserts what the DELETE returned into the archive. It
-returns how many rows it picked, deleted and inserted; unless the three are equal the batch
-rolls back. A crash at any instant, even SIGKILL, leaves the whole batch moved or none of it.
+counts the rows it picked, deleted and inserted and, unless the three are equal, fails (and
+so rolls back) in the same statement, before anything commits. A crash at any instant, even
+SIGKILL, leaves the whole batch moved or none of it.
 
 Keys travel as text both ways: a key holding `-infinity` has no Python value, and a text
 parameter is typed by PostgreSQL from the column it is compared with.
@@ -15,12 +16,14 @@ application wait.
 
 from __future__ import annotations
 
+import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import errors, sql
 
 from pgvigil.config.sidecar import ArchiveSettings
 from pgvigil.sidecar.jobs.archive_inspect import Source
@@ -46,10 +49,17 @@ WITH picked AS MATERIALIZED (
 ), last_key AS (
     SELECT {key_text} FROM moved ORDER BY {key} DESC LIMIT 1
 )
-SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM moved),
-       (SELECT count(*) FROM archived), last_key.*
-FROM (SELECT 1) AS one LEFT JOIN last_key ON true
+SELECT CASE WHEN n.picked = n.moved AND n.moved = n.archived THEN n.moved
+            ELSE ('pgvigil batch check failed: picked ' || n.picked || ', deleted ' || n.moved
+                  || ', inserted ' || n.archived)::bigint
+       END,
+       last_key.*
+FROM (SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM moved) AS moved,
+             (SELECT count(*) FROM archived) AS archived) AS n
+LEFT JOIN last_key ON true
 """
+# The check's failure: the text cast above raises it, which rolls the statement back.
+MISMATCH = re.compile(r"pgvigil batch check failed: picked (\d+), deleted (\d+), inserted (\d+)")
 MATCH_BY_CTID = "ctid = ANY(ARRAY(SELECT ctid FROM picked))"
 MATCH_BY_KEY = "({key}) IN (SELECT {key} FROM picked)"
 # The first row the next batch would take: when it fails alone, it is the poison row.
@@ -160,14 +170,23 @@ def move_batch(
     after: list[str] | None,
     limit: int,
 ) -> tuple[int, list[str] | None]:
-    """Move up to `limit` rows past `after`; returns (rows moved, the last key moved)."""
+    """Move up to `limit` rows past `after`; returns (rows moved, the last key moved).
+
+    On an autocommit connection the statement is its own transaction, committed by the
+    server as soon as the check passed: the rows' locks are not held while the result
+    travels to this process and a COMMIT travels back.
+    """
     statement = st.first_batch if after is None else st.next_batch
-    with conn.transaction():
-        row = conn.execute(statement, _params(cutoff, after, limit=limit)).fetchone()
-        assert row is not None
-        picked, deleted, inserted, *last_key = row
-        if not picked == deleted == inserted:
-            raise BatchMismatch(picked, deleted, inserted)  # rolls the transaction back
+    try:
+        with conn.transaction() if not conn.autocommit else nullcontext():
+            row = conn.execute(statement, _params(cutoff, after, limit=limit)).fetchone()
+    except errors.InvalidTextRepresentation as e:
+        counts = MISMATCH.search(str(e))
+        if counts is None:
+            raise
+        raise BatchMismatch(*map(int, counts.groups())) from None
+    assert row is not None
+    deleted, *last_key = row
     return int(deleted), (None if last_key[0] is None else list(last_key))
 
 
