@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive-rows", type=int, default=1_000_000)
     p.add_argument("--archive-batches", type=sizes, default=[1000, 10_000, 50_000])
     p.add_argument(
+        "--archive-targets",
+        type=lambda v: [None if t == "default" else t for t in v.split(",")],
+        default=[None],
+        help="batch_target_seconds for each batch size: seconds, `null` (fixed batches) or "
+        "`default` (the sidecar's), comma-separated",
+    )
+    p.add_argument(
         "--no-archive-default",
         dest="archive_default_pause",
         action="store_false",
@@ -288,7 +295,11 @@ def run_phases(
         write(args.out, results, raw)
     if "archive" in args.phases:
         results["archive"] = archive.run(
-            server, args.archive_rows, args.archive_batches, with_default=args.archive_default_pause
+            server,
+            args.archive_rows,
+            args.archive_batches,
+            with_default=args.archive_default_pause,
+            targets=args.archive_targets,
         )
         write(args.out, results, raw)
 

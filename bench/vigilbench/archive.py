@@ -66,7 +66,7 @@ application_tables:
     dimensions: [provider, message_type]
     retention_days: {days}
 sidecar:
-  archive: {{batch_size: {batch}, pause_seconds: {pause}}}
+  archive: {{batch_size: {batch}, pause_seconds: {pause}{target}}}
 """
 
 
@@ -92,9 +92,17 @@ class LockWatcher(threading.Thread):
         self.stopped.set()
         self.join(10)
         holds = sorted(v for k, v in self.open_seconds.items() if k in self.deleting)
+
+        def share(q: float) -> float | None:
+            return round(holds[min(len(holds) - 1, int(q * len(holds)))], 3) if holds else None
+
         return {
             "transactions_seen": len(holds),
             "longest_lock_hold_s": round(holds[-1], 3) if holds else None,
+            "lock_hold_p50_s": share(0.5),
+            "lock_hold_p95_s": share(0.95),
+            "lock_hold_p99_s": share(0.99),
+            "lock_holds_over_0_2_s": sum(1 for h in holds if h > 0.2),
         }
 
 
@@ -152,11 +160,16 @@ def single_statement(server: Server, dbname: str) -> dict[str, Any]:
     )
 
 
-def sidecar_job(server: Server, dbname: str, batch: int, pause: float) -> dict[str, Any]:
+def sidecar_job(
+    server: Server, dbname: str, batch: int, pause: float, target: str | None = None
+) -> dict[str, Any]:
+    """The job at `batch_size` batch, `pause_seconds` pause and `batch_target_seconds` target
+    (None: the sidecar's default; "null": every batch `batch` rows)."""
     params = server.params_for(dbname)
     dsn = " ".join(f"{k}={v}" for k, v in params.items())
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-        f.write(CONFIG.format(days=RETENTION_DAYS, batch=batch, pause=pause))
+        extra = "" if target is None else f", batch_target_seconds: {target}"
+        f.write(CONFIG.format(days=RETENTION_DAYS, batch=batch, pause=pause, target=extra))
         config = Path(f.name)
     watcher = LockWatcher(params, dbname)
     watcher.start()
@@ -182,7 +195,9 @@ def sidecar_job(server: Server, dbname: str, batch: int, pause: float) -> dict[s
         r"(\d+) rows moved in (\d+) batches, (\d+) rows/s, longest batch ([\d.]+)s", output
     )
     out: dict[str, Any] = {
-        "method": f"pgvigil run-job archive, batch {batch}, pause {pause}s",
+        "method": f"pgvigil run-job archive, batch {batch}, pause {pause}s"
+        + ("" if target is None else f", batch_target_seconds {target}"),
+        "batch_target_seconds": target,
         "batch_size": batch,
         "pause_s": pause,
         "rows": moved,
@@ -209,6 +224,7 @@ def run(
     batches: list[int],
     *,
     with_default: bool = True,
+    targets: list[str | None] | None = None,
     default_batch: int = 5000,
     default_pause: float = 0.2,
 ) -> dict[str, Any]:
@@ -228,7 +244,11 @@ def run(
         out["rows_older_than_retention"] = int(row[0]) if row else 0
         plans: list[tuple[str, Any]] = [("single", None)]
         if sidecar_available():
-            plans += [(f"batch{b}", (b, 0.0)) for b in batches]
+            plans += [
+                (f"batch{b}_{t}".replace(".", "_"), (b, 0.0, t))
+                for b in batches
+                for t in (targets or [None])
+            ]
             if with_default:
                 plans.append(("default", (default_batch, default_pause)))
         else:
