@@ -38,6 +38,7 @@ from pgvigil.sidecar.jobs.archive_batch import (
     Statements,
     estimate_rows,
     first_key,
+    last_key,
     move_batch,
     next_limit,
     statements,
@@ -233,9 +234,10 @@ def _move(
     retries = 0
     estimate = estimate_rows(conn, st, cutoff)
     ctx.state.archive_rows_left(source.schema, source.table, estimate)
+    upto = last_key(conn, st, cutoff)
     start = time.perf_counter()
     last_report = start
-    while not ctx.stopping():
+    while upto is not None and after != upto and not ctx.stopping():
         if time.perf_counter() - checked_strain >= s.strain_check_seconds:
             if not _wait_for_calm(ctx, conn, source, s, result):
                 result.outcome = "deferred"
@@ -243,7 +245,7 @@ def _move(
             checked_strain = time.perf_counter()
         batch_start = time.perf_counter()
         try:
-            moved, last_key = move_batch(conn, st, cutoff, after, limit)
+            moved, last_moved = move_batch(conn, st, cutoff, after, upto, limit)
         except (errors.QueryCanceled, errors.LockNotAvailable) as e:
             result.timeouts += 1
             ctx.state.archive_timeout(source.schema, source.table)
@@ -273,7 +275,7 @@ def _move(
                 limit = max(1, limit // 2)
                 narrowing = True
                 continue
-            key = first_key(conn, st, cutoff, after)
+            key = first_key(conn, st, cutoff, after, upto)
             if key is None:  # the row went away meanwhile
                 continue
             result.held_back.append(f"({', '.join(source.key)})=({', '.join(key)}): {_reason(e)}")
@@ -294,7 +296,7 @@ def _move(
         result.longest_batch_seconds = max(result.longest_batch_seconds, elapsed)
         ctx.state.archived(source.schema, source.table, moved)
         ctx.state.archive_rows_left(source.schema, source.table, estimate - result.moved)
-        after = last_key
+        after = last_moved
         grown = next_limit(s, limit, moved, elapsed, narrowing)
         if regrowing and grown > limit:
             ctx.progress(f"{source.name}: batches grow back to {grown} rows")

@@ -47,7 +47,7 @@ WITH picked AS MATERIALIZED (
     INSERT INTO {archive} ({columns}) SELECT {columns} FROM moved
     RETURNING 1
 ), last_key AS (
-    SELECT {key_text} FROM moved ORDER BY {key} DESC LIMIT 1
+    SELECT {key_text} FROM moved ORDER BY {key_desc} LIMIT 1
 )
 SELECT CASE WHEN n.picked = n.moved AND n.moved = n.archived THEN n.moved
             ELSE ('pgvigil batch check failed: picked ' || n.picked || ', deleted ' || n.moved
@@ -68,6 +68,14 @@ SELECT {key_text} FROM {only}{source}
 WHERE {ts} < %(cutoff)s{bound}
 ORDER BY {key} LIMIT 1
 FOR UPDATE SKIP LOCKED
+"""
+# The run's last key, found once before the first batch, outside any batch: it bounds every
+# batch from above, so the batches that reach the end of the rows past retention stop there
+# instead of stepping, rows locked, through every younger row behind them in key order.
+LAST_KEY_SQL = """
+SELECT {key_text} FROM {only}{source}
+WHERE {ts} < %(cutoff)s
+ORDER BY {key_desc} LIMIT 1
 """
 # What the run would do, counted the same way (`FROM ONLY`, the same cutoff).
 PLAN_SQL = """
@@ -104,6 +112,7 @@ class Statements:
     next_batch: sql.Composed
     first_key: sql.Composed
     next_first_key: sql.Composed
+    last_key: sql.Composed
     plan: sql.Composed
     conflicts: sql.Composed
     estimate: sql.Composed
@@ -118,15 +127,23 @@ def statements(source: Source, archive: sql.Identifier) -> Statements:
         for i, k in enumerate(source.key)
     )
     after = sql.SQL(", ").join(sql.Placeholder(f"after_{i}") for i in range(len(source.key)))
+    upto = sql.SQL(", ").join(sql.Placeholder(f"upto_{i}") for i in range(len(source.key)))
     # Later batches start past the last key moved (or held back), so they need not step over
     # the index entries of rows already deleted (they stay until VACUUM).
-    bound = sql.SQL(" AND ({key}) > ({after})").format(key=key, after=after)
+    first = sql.SQL(" AND ({key}) <= ({upto})").format(key=key, upto=upto)
+    bound = sql.SQL(" AND ({key}) > ({after}) AND ({key}) <= ({upto})").format(
+        key=key, after=after, upto=upto
+    )
     common: dict[str, sql.Composable] = {
         "source": src,
         "only": sql.SQL("" if source.partitioned else "ONLY "),
         "ts": sql.Identifier(source.timestamp),
         "key": key,
         "key_text": key_text,
+        # Each column descending: `ORDER BY a, b DESC` would sort by a ascending.
+        "key_desc": sql.SQL(", ").join(
+            sql.SQL("{} DESC").format(sql.Identifier(k)) for k in source.key
+        ),
         "archive": archive,
     }
 
@@ -143,12 +160,12 @@ def statements(source: Source, archive: sql.Identifier) -> Statements:
     def qualified(alias: str) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(alias, k) for k in source.key)
 
-    none = sql.SQL("")
     return Statements(
-        first_batch=batch(none),
+        first_batch=batch(first),
         next_batch=batch(bound),
-        first_key=sql.SQL(FIRST_KEY_SQL).format(bound=none, **common),
+        first_key=sql.SQL(FIRST_KEY_SQL).format(bound=first, **common),
         next_first_key=sql.SQL(FIRST_KEY_SQL).format(bound=bound, **common),
+        last_key=sql.SQL(LAST_KEY_SQL).format(**common),
         plan=sql.SQL(PLAN_SQL).format(**common),
         conflicts=sql.SQL(PLAN_CONFLICTS_SQL).format(
             a_key=qualified("a"), s_key=qualified("s"), **common
@@ -157,10 +174,19 @@ def statements(source: Source, archive: sql.Identifier) -> Statements:
     )
 
 
-def _params(cutoff: datetime, after: list[str] | None, **extra: Any) -> dict[str, Any]:
+def _params(
+    cutoff: datetime, after: list[str] | None, upto: list[str], **extra: Any
+) -> dict[str, Any]:
     params: dict[str, Any] = {"cutoff": cutoff, **extra}
     params.update({f"after_{i}": v for i, v in enumerate(after or [])})
+    params.update({f"upto_{i}": v for i, v in enumerate(upto)})
     return params
+
+
+def last_key(conn: psycopg.Connection[Any], st: Statements, cutoff: datetime) -> list[str] | None:
+    """The largest key past the cutoff (None: nothing to move); the run moves up to it."""
+    row = conn.execute(st.last_key, {"cutoff": cutoff}).fetchone()
+    return None if row is None else list(row)
 
 
 def move_batch(
@@ -168,6 +194,7 @@ def move_batch(
     st: Statements,
     cutoff: datetime,
     after: list[str] | None,
+    upto: list[str],
     limit: int,
 ) -> tuple[int, list[str] | None]:
     """Move up to `limit` rows past `after`; returns (rows moved, the last key moved).
@@ -179,7 +206,7 @@ def move_batch(
     statement = st.first_batch if after is None else st.next_batch
     try:
         with conn.transaction() if not conn.autocommit else nullcontext():
-            row = conn.execute(statement, _params(cutoff, after, limit=limit)).fetchone()
+            row = conn.execute(statement, _params(cutoff, after, upto, limit=limit)).fetchone()
     except errors.InvalidTextRepresentation as e:
         counts = MISMATCH.search(str(e))
         if counts is None:
@@ -191,11 +218,15 @@ def move_batch(
 
 
 def first_key(
-    conn: psycopg.Connection[Any], st: Statements, cutoff: datetime, after: list[str] | None
+    conn: psycopg.Connection[Any],
+    st: Statements,
+    cutoff: datetime,
+    after: list[str] | None,
+    upto: list[str],
 ) -> list[str] | None:
     statement = st.first_key if after is None else st.next_first_key
     with conn.transaction():
-        row = conn.execute(statement, _params(cutoff, after)).fetchone()
+        row = conn.execute(statement, _params(cutoff, after, upto)).fetchone()
     return None if row is None else list(row)
 
 
