@@ -113,7 +113,7 @@ class ArchiveSettings(Strict):
         5000, description="The most rows one batch (one transaction) moves."
     )
     batch_target_seconds: Annotated[float, Field(gt=0, le=60)] | None = Field(
-        0.1,
+        0.05,
         description="Size batches by time: a batch that took longer shrinks the next in "
         "proportion, one that took under half of it doubles the next (up to batch_size). "
         "A batch holds its row locks until it commits, so this bounds how long it makes an "

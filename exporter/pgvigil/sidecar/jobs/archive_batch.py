@@ -93,7 +93,7 @@ WHERE s.{ts} < %(cutoff)s AND EXISTS (SELECT FROM {archive} a WHERE ({a_key}) = 
 ESTIMATE_SQL = "EXPLAIN (FORMAT JSON) SELECT 1 FROM {only}{source} WHERE {ts} < %(cutoff)s"
 
 
-# The first batch of a time-sized run: small enough to stay within a 0.1 s target on a busy
+# The first batch of a time-sized run: small enough to stay near a 0.05 s target on a busy
 # server, large enough that the batches reach their size in a few steps.
 FIRST_TIMED_BATCH = 1000
 
