@@ -3,7 +3,10 @@
 Every session carries `statement_timeout` and `lock_timeout` (and, for the exporter,
 `default_transaction_read_only`), set as startup options so they hold from the first query.
 The pool is tiny on purpose: the exporter must never hold more than a couple of connections
-however many scrapes arrive; scrapes are serialised before they reach it (see `scrape.py`).
+per database however many scrapes arrive; scrapes are serialised before they reach it (see
+`scrape.py`). Databases that share a `ConnectionBudget` (the exporter's /metrics and every
+/probe target) hold at most its total between them: a connection that would pass it waits,
+until the thread's `connect_deadline` at most, then fails like an unreachable server.
 
 A session can go silent without closing (its backend stopped, the address moved at failover,
 a firewall dropping the flow). Server-side timeouts cannot help then, so every connection
@@ -22,7 +25,8 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +158,119 @@ def describe(params: Mapping[str, Any]) -> str:
     return redact.scrub(" ".join(f"{k}={params[k]}" for k in keys if params.get(k)))
 
 
+class ConnectionBudgetExhausted(psycopg.OperationalError):
+    """Every connection of the budget stayed in use until the caller's deadline."""
+
+
+_deadline = threading.local()
+
+
+@contextmanager
+def connect_deadline(at: float) -> Iterator[None]:
+    """Connections this thread opens inside the block wait for the budget until `at`
+    (time.monotonic) at most."""
+    _deadline.at = at
+    try:
+        yield
+    finally:
+        _deadline.at = None
+
+
+class ConnectionBudget:
+    """At most `total` connections open at once, over every Database that shares it.
+
+    When none is free, `reclaim()` (if given) is asked to close an idle one elsewhere, e.g.
+    the pool of the target probed longest ago; it returns whether it closed any. Otherwise the
+    caller waits for a release until its deadline."""
+
+    def __init__(self, total: int, reclaim: Callable[[], bool] | None = None):
+        self.total = total
+        self.reclaim = reclaim
+        self._cond = threading.Condition()
+        self._open = 0
+        self.waits = 0  # connections that found the budget full (its own stats)
+        self.refusals = 0
+
+    @property
+    def open(self) -> int:
+        return self._open
+
+    def acquire(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        waited = False
+        while True:
+            with self._cond:
+                if self._open < self.total:
+                    self._open += 1
+                    return
+                if not waited:
+                    waited = True
+                    self.waits += 1
+            # outside the lock: closing a connection releases into this budget
+            if self.reclaim is not None and self.reclaim():
+                continue
+            with self._cond:
+                remaining = end - time.monotonic()
+                if self._open < self.total:
+                    continue
+                if remaining <= 0:
+                    self.refusals += 1
+                    raise ConnectionBudgetExhausted(
+                        f"all {self.total} database connections of this exporter are in use "
+                        f"(targets.max_connections); gave up after {timeout:.1f}s"
+                    )
+                # a reclaim may succeed later (a busy target turns idle): look again soon
+                self._cond.wait(min(remaining, 0.25))
+
+    def release(self) -> None:
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
+
+
+_RELEASING: dict[type[Any], type[Any]] = {}
+
+
+def _wait_for_eof(sock: socket.socket) -> None:
+    """Read what the server still sends until it closes the connection (or a second passed,
+    or the socket was shut down here already), then close our duplicate."""
+    try:
+        sock.settimeout(CANCEL_WAIT_SECONDS)
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def _releasing(cls: type[psycopg.Connection[Any]]) -> type[psycopg.Connection[Any]]:
+    """`cls` whose close() gives its place in the budget back (so does garbage collection)."""
+    if cls in _RELEASING:
+        return _RELEASING[cls]
+
+    class Releasing(cls):  # type: ignore[valid-type,misc]
+        _release: Callable[[], Any] = staticmethod(lambda: None)
+
+        def close(self) -> None:
+            # The place is given back once the server's end closed: its backend has then left
+            # pg_stat_activity, so the server never sees more sessions than the budget.
+            try:
+                server_end = None if self.closed else socket.socket(fileno=os.dup(self.fileno()))
+            except (OSError, psycopg.Error):
+                server_end = None
+            try:
+                super().close()
+            finally:
+                if server_end is not None:
+                    _wait_for_eof(server_end)
+                self._release()
+
+    Releasing.__name__ = f"Budgeted{cls.__name__}"
+    _RELEASING[cls] = Releasing
+    return Releasing
+
+
 class Database:
     """The watched database: a pool for collectors and a fresh-connection probe."""
 
@@ -166,8 +283,10 @@ class Database:
         application_name: str = "pgvigil",
         pool_size: int = 1,
         max_overflow: int = 1,
+        budget: ConnectionBudget | None = None,
     ):
         self.params = dict(params)
+        self.budget = budget
         self.timeouts = timeouts
         self.name = str(params.get("dbname") or params.get("user") or "postgres")
         self._warned_superuser = False
@@ -203,7 +322,10 @@ class Database:
         self, connection_class: type[psycopg.Connection[Any]] = psycopg.Connection
     ) -> psycopg.Connection[Any]:
         """A new raw connection with the session settings (used by the pool and the probe)."""
-        conn = connection_class.connect(**self._connect_kwargs)
+        if self.budget is None:
+            conn = connection_class.connect(**self._connect_kwargs)
+        else:
+            conn = self._budgeted_connect(connection_class, self.budget)
         for name in TEXT_TYPES:
             conn.adapters.register_loader(name, ReplacingTextLoader)
         self._connections.add(conn)
@@ -226,6 +348,22 @@ class Database:
             )
         return conn
 
+    def _budgeted_connect(
+        self, connection_class: type[psycopg.Connection[Any]], budget: ConnectionBudget
+    ) -> psycopg.Connection[Any]:
+        at = getattr(_deadline, "at", None)
+        budget.acquire(
+            self.timeouts.connect_seconds if at is None else max(at - time.monotonic(), 0.0)
+        )
+        try:
+            conn = _releasing(connection_class).connect(**self._connect_kwargs)
+        except BaseException:
+            budget.release()
+            raise
+        # Runs once: at close(), or when a connection nobody closed is collected.
+        conn._release = weakref.finalize(conn, budget.release)  # type: ignore[attr-defined]
+        return conn
+
     def probe(self) -> float:
         """Seconds to open a new connection and answer `SELECT 1`; raises when unreachable."""
         start = time.perf_counter()
@@ -245,6 +383,19 @@ class Database:
         for conn in busy:
             interrupt(conn)
         return len(busy)
+
+    def idle_connections(self) -> int:
+        """Connections open in the pool and not in use."""
+        pool = self.engine.pool
+        return pool.checkedin() if isinstance(pool, QueuePool) else 0
+
+    def close_idle(self) -> int:
+        """Close the pool's unused connections (the pool stays usable); returns how many.
+        The caller makes sure no query is about to check one out."""
+        idle = self.idle_connections()
+        if idle:
+            self.engine.pool.dispose()
+        return idle
 
     def dispose(self) -> None:
         self.engine.dispose()

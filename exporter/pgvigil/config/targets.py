@@ -10,6 +10,8 @@
         include: ["chat_.*"]      # regular expressions matched against the whole datname
         exclude: ["chat_scratch"]
         refresh_seconds: 60
+      max_connections: 10         # open at once by the whole exporter, /metrics included
+      idle_close_seconds: 300     # a target's pool closes when not probed for that long
 
 Credentials live here (or in password files), never in a URL: Prometheus only ever sends a
 target's name. The machinery is in `pgvigil/exporter/targets.py`.
@@ -61,6 +63,18 @@ class DiscoveryConfig(Strict):
 class TargetsConfig(Strict):
     named: dict[str, NamedTarget] = Field(default_factory=dict)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    max_connections: Annotated[int, Field(ge=2, le=1000)] = Field(
+        10,
+        description="Database connections the exporter process holds open at most, over "
+        "/metrics and every /probe target (flag --targets.max-connections). A scrape that "
+        "finds none free closes the idle pool of the target probed longest ago, else waits "
+        "until its deadline and reports pgvigil_up 0.",
+    )
+    idle_close_seconds: Seconds = Field(
+        300,
+        description="A /probe target's connections close when it was not probed for this "
+        "long; its collectors and caches stay, the next probe connects again.",
+    )
 
     @field_validator("named")
     @classmethod

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector as RegistryCollector
 
 from pgvigil import __version__
 from pgvigil.config import ScrapeConfig
-from pgvigil.db import Database
+from pgvigil.db import Database, connect_deadline
 from pgvigil.exporter.collectors import Collector
 from pgvigil.exporter.collectors.base import one_line
 from pgvigil.web.server import request_header
@@ -117,7 +117,7 @@ class Scrape(RegistryCollector):
         worker = None
         if deadline > time.monotonic():
             worker = threading.Thread(
-                target=self._work, args=(progress,), name="scrape", daemon=True
+                target=self._work, args=(progress, deadline), name="scrape", daemon=True
             )
             worker.start()
             worker.join(max(deadline - time.monotonic(), 0))
@@ -125,7 +125,12 @@ class Scrape(RegistryCollector):
             self._give_up(progress)
         yield from self._page(progress)
 
-    def _work(self, progress: _Progress) -> None:
+    def _work(self, progress: _Progress, deadline: float) -> None:
+        # A connection waiting for the process's budget waits until the deadline at most.
+        with connect_deadline(deadline):
+            self._work_until(progress)
+
+    def _work_until(self, progress: _Progress) -> None:
         for collector in [self.probe, *progress.collectors]:
             if not progress.start(collector.name):
                 return

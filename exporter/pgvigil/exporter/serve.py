@@ -51,6 +51,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="TLS and basic auth settings (exporter-toolkit format)",
     )
+    parser.add_argument(
+        "--targets.max-connections",
+        dest="max_connections",
+        type=int,
+        help="database connections open at most, /metrics and every /probe target together "
+        "(default 10; targets.max_connections)",
+    )
     for name in COLLECTOR_NAMES:
         parser.add_argument(
             f"--collector.{name}",
@@ -79,6 +86,8 @@ def load_config(args: argparse.Namespace) -> Config:
     data = config.model_dump(by_alias=True)
     data["web"].update(web_overrides)
     data["collectors"] = collectors
+    if args.max_connections is not None:
+        data["targets"]["max_connections"] = args.max_connections
     return config_module.validate(data, source="command line", collectors=COLLECTOR_NAMES)
 
 
@@ -133,7 +142,11 @@ def run(args: argparse.Namespace) -> int:
         probe.dispose()
         print(line)
         return 0 if connected else 1
-    database = db_module.Database(params, db_module.Timeouts.from_config(config.connection))
+    database = db_module.Database(
+        params,
+        db_module.Timeouts.from_config(config.connection),
+        budget=multitarget.connection_budget(config),
+    )
     scrape = multitarget.build_scrape(database, config)
     targets = multitarget.Targets(config, database)
     try:

@@ -7,9 +7,16 @@ the main server found by `targets.discovery`. A URL carries only the name, so cr
 travel in one; an unknown name is a 404 that says which names exist, a missing one a 400.
 
 Each target gets its own connection pool, collectors (with their caches) and single-flight
-renderer, created on its first probe. A discovered database shares the main server, so its
-probe leaves out the server-wide collectors (`SERVER_WIDE`): those series already come from
-`/metrics`, and repeating them per database would only multiply series. Per-database series
+renderer, created on its first probe. The connections are bounded for the whole process
+(`targets.max_connections`, /metrics included, see `db.ConnectionBudget`): a target not probed
+for `targets.idle_close_seconds` closes its pool, and a probe that finds the budget spent closes
+the idle pool of the target probed longest ago, else waits until its deadline and answers
+`pgvigil_up 0`. Each target thus holds at most one connection between its scrapes, none once
+idle, and a thousand databases cost no more connections than the total.
+
+A discovered database shares the main server, so its probe leaves out the server-wide
+collectors (`SERVER_WIDE`): those series already come from `/metrics`, and repeating them per
+database would only multiply series. Per-database series
 (tables, vacuum, indexes, application analytics, custom queries) keep their usual names and
 labels: Prometheus tells the databases apart by the target labels `/sd` hands it (`datname`,
 `target`), so the metric contract is the same for one database or fifty.
@@ -20,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +89,12 @@ def resolve_named(config: Config) -> dict[str, dict[str, Any]]:
 class _Target:
     db: db_module.Database
     render: Callable[[float | None], bytes]
+    last_probe: float = 0.0  # time.monotonic
+    probing: int = 0  # probes of it in flight; its pool is left alone meanwhile
+
+
+def connection_budget(config: Config) -> db_module.ConnectionBudget:
+    return db_module.ConnectionBudget(config.targets.max_connections)
 
 
 class Targets:
@@ -89,12 +103,17 @@ class Targets:
     def __init__(self, config: Config, main: db_module.Database):
         self.config = config
         self.main = main
+        # The main database's budget, shared by every target (a fresh one when it has none).
+        self.budget = main.budget or connection_budget(config)
+        self.budget.reclaim = self.close_least_recent
         self._lock = threading.Lock()
         self._targets: dict[str, _Target] = {}
         self._discovered = TTLCache[list[str]](config.targets.discovery.refresh_seconds)
         self._timeouts = db_module.Timeouts.from_config(config.connection)
         self._named_params = resolve_named(config)
         self._unnamable: set[str] = set()
+        self._stop = threading.Event()
+        threading.Thread(target=self._close_idle_loop, name="idle-pools", daemon=True).start()
 
     def discovered(self) -> list[str]:
         """Databases of the main server matching include/exclude (empty when discovery is off)."""
@@ -129,15 +148,50 @@ class Targets:
             params, skip = {**self.main.params, "dbname": name}, SERVER_WIDE
         else:
             return None
+        deadline = request_deadline(self.config.scrape)
         with self._lock:
             target = self._targets.get(name)
             if target is None:
-                db = db_module.Database(params, self._timeouts)
+                db = db_module.Database(params, self._timeouts, budget=self.budget)
                 scrape = build_scrape(db, self.config, skip=skip)
                 target = _Target(db, renderer(scrape))
                 self._targets[name] = target
                 log.info("first probe of target %s (%s)", name, db_module.describe(params))
-        return target.render(request_deadline(self.config.scrape))
+            target.probing += 1
+        try:
+            return target.render(deadline)
+        finally:
+            with self._lock:
+                target.probing -= 1
+                target.last_probe = time.monotonic()
+
+    def close_least_recent(self) -> bool:
+        """The budget is spent: close the pool of the idle target probed longest ago."""
+        with self._lock:
+            idle = [t for t in self._targets.values() if not t.probing and t.db.idle_connections()]
+            if not idle:
+                return False
+            oldest = min(idle, key=lambda t: t.last_probe)
+            return oldest.db.close_idle() > 0
+
+    def close_idle(self, now: float | None = None) -> int:
+        """Close the pools of targets not probed for `idle_close_seconds`; returns how many
+        connections that closed."""
+        now = time.monotonic() if now is None else now
+        after = self.config.targets.idle_close_seconds
+        with self._lock:
+            return sum(
+                t.db.close_idle()
+                for t in self._targets.values()
+                if not t.probing and now - t.last_probe >= after
+            )
+
+    def _close_idle_loop(self) -> None:
+        period = min(self.config.targets.idle_close_seconds / 2, 30.0)
+        while not self._stop.wait(period):
+            closed = self.close_idle()
+            if closed:
+                log.debug("closed %d idle target connections", closed)
 
     def probe(self, query: Mapping[str, Sequence[str]]) -> web.Response:
         wanted = query.get("target") or []
@@ -176,6 +230,7 @@ class Targets:
         return web.Response(200, "application/json", body)
 
     def close(self) -> None:
+        self._stop.set()
         with self._lock:
             for target in self._targets.values():
                 target.db.dispose()
