@@ -107,6 +107,7 @@ def test_thirty_databases_one_after_the_other_within_the_total(
         with exporter(tmp_path, server, 300) as p:
             pages = [probe(p, name) for name in names]
             held = sampler.now()
+            own = parse_samples(p.get("/metrics"))
     # the budget spent, each new target closed the pool of the one probed longest ago
     assert [sample(page, "pgvigil_up") for page in pages] == [1.0] * DATABASES
     assert all(
@@ -115,6 +116,11 @@ def test_thirty_databases_one_after_the_other_within_the_total(
     assert sampler.counts > 0
     assert sampler.most <= TOTAL
     assert held <= TOTAL
+    # the exporter says so itself
+    assert sample(own, "pgvigil_exporter_connections_max") == TOTAL
+    assert 1 <= (sample(own, "pgvigil_exporter_connections") or 0) <= TOTAL
+    assert (sample(own, "pgvigil_exporter_connection_waits_total") or 0) > 0
+    assert sample(own, "pgvigil_exporter_connection_refusals_total") == 0
 
 
 def test_thirty_databases_at_once_within_the_total_then_idle_pools_close(

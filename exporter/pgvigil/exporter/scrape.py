@@ -243,16 +243,19 @@ class SingleFlight:
             self._lock.release()
 
 
-def make_registry(scrape: Scrape) -> CollectorRegistry:
+def make_registry(scrape: Scrape, *extra: RegistryCollector) -> CollectorRegistry:
     # A private registry: process/gc/platform collectors stay off unless asked for.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(scrape)
+    for collector in extra:
+        registry.register(collector)
     return registry
 
 
-def renderer(scrape: Scrape) -> SingleFlight:
-    """The single-flight page of one scrape; call it with the scrape's deadline."""
-    registry = make_registry(scrape)
+def renderer(scrape: Scrape, *extra: RegistryCollector) -> SingleFlight:
+    """The single-flight page of one scrape (and of `extra`, the exporter's own stats); call
+    it with the scrape's deadline."""
+    registry = make_registry(scrape, *extra)
 
     def render(deadline: float | None) -> bytes:
         if deadline is None:

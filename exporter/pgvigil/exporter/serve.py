@@ -96,7 +96,8 @@ def build_routes(
     config: Config,
     targets: multitarget.Targets | None = None,
 ) -> dict[str, web.Handler]:
-    render = renderer(scrape)
+    budget = [] if scrape.db.budget is None else [multitarget.BudgetCollector(scrape.db.budget)]
+    render = renderer(scrape, *budget)
     telemetry_path = config.web.telemetry_path
     links = {telemetry_path: "Metrics", "/healthz": "Health"}
     if targets is not None:

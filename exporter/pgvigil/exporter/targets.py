@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from sqlalchemy import text
 
@@ -95,6 +96,45 @@ class _Target:
 
 def connection_budget(config: Config) -> db_module.ConnectionBudget:
     return db_module.ConnectionBudget(config.targets.max_connections)
+
+
+class BudgetCollector:
+    """The process's database connections, on `/metrics` only (they are the exporter's, not
+    any target's):
+
+        pgvigil_exporter_connections 3.0
+        pgvigil_exporter_connections_max 10.0
+        pgvigil_exporter_connection_waits_total 12.0
+        pgvigil_exporter_connection_refusals_total 0.0
+    """
+
+    def __init__(self, budget: db_module.ConnectionBudget):
+        self.budget = budget
+
+    def collect(self) -> list[Metric]:
+        b = self.budget
+        return [
+            GaugeMetricFamily(
+                "pgvigil_exporter_connections",
+                "Database connections the exporter holds open, over every target.",
+                value=b.open,
+            ),
+            GaugeMetricFamily(
+                "pgvigil_exporter_connections_max",
+                "The most it may hold open (targets.max_connections).",
+                value=b.total,
+            ),
+            CounterMetricFamily(
+                "pgvigil_exporter_connection_waits",
+                "Connections that found every place taken and waited or reclaimed one.",
+                value=b.waits,
+            ),
+            CounterMetricFamily(
+                "pgvigil_exporter_connection_refusals",
+                "Connections not opened: none was free before the scrape's deadline.",
+                value=b.refusals,
+            ),
+        ]
 
 
 class Targets:
