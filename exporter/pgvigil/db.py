@@ -35,7 +35,7 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.pool import QueuePool
 
 from pgvigil import redact
@@ -271,6 +271,11 @@ def _releasing(cls: type[psycopg.Connection[Any]]) -> type[psycopg.Connection[An
     return Releasing
 
 
+@dataclass
+class _Shared:
+    conn: Connection | None = None
+
+
 class Database:
     """The watched database: a pool for collectors and a fresh-connection probe."""
 
@@ -298,6 +303,7 @@ class Database:
         if read_only:
             options.append("-c default_transaction_read_only=on")
         self._connections: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._local = threading.local()
         # client_encoding stays the database's own: a SQL_ASCII server would refuse to send
         # bytes that are not valid in any other client encoding.
         self._connect_kwargs = {
@@ -383,6 +389,36 @@ class Database:
         for conn in busy:
             interrupt(conn)
         return len(busy)
+
+    @contextmanager
+    def sharing(self) -> Iterator[None]:
+        """Inside the block, this thread's `reading()` calls share one pooled connection, in
+        autocommit, checked out at the first of them: a scrape's twenty-odd read queries then
+        cost one checkout (and one pre-ping) instead of one each."""
+        self._local.shared = _Shared()
+        try:
+            yield
+        finally:
+            shared, self._local.shared = self._local.shared, None
+            if shared.conn is not None:
+                shared.conn.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for read queries that need no transaction of their own."""
+        shared: _Shared | None = getattr(self._local, "shared", None)
+        if shared is None:
+            with self.engine.connect() as conn:
+                yield conn
+            return
+        if shared.conn is None:
+            shared.conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            yield shared.conn
+        except BaseException:
+            # clears a failed statement (or an invalidated connection) for the next reader
+            shared.conn.rollback()
+            raise
 
     def idle_connections(self) -> int:
         """Connections open in the pool and not in use."""

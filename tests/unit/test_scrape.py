@@ -3,6 +3,7 @@ database is involved at this level; integration tests cover the real one)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterable
@@ -28,6 +29,9 @@ class StandInDb:
         if not self.reachable:
             raise ConnectionError("connection refused")
         return 0.25
+
+    def sharing(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
     def interrupt_busy(self) -> int:
         """What the real Database does at a deadline: the stuck query errors out."""

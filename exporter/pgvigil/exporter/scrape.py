@@ -127,7 +127,7 @@ class Scrape(RegistryCollector):
 
     def _work(self, progress: _Progress, deadline: float) -> None:
         # A connection waiting for the process's budget waits until the deadline at most.
-        with connect_deadline(deadline):
+        with connect_deadline(deadline), self.db.sharing():
             self._work_until(progress)
 
     def _work_until(self, progress: _Progress) -> None:

@@ -6,10 +6,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any, ClassVar, Generic, TypeVar
 
 from prometheus_client.core import Metric
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.exc import DBAPIError
 
 from pgvigil.config import Config
@@ -44,9 +45,10 @@ class Collector:
         raise NotImplementedError
 
     def query(self, sql: str, **params: Any) -> list[Any]:
-        """Run one read query on the shared pool and return its rows."""
-        with self.db.engine.connect() as conn:
-            return list(conn.execute(text(sql), params))
+        """Run one read query and return its rows (on the scrape's one connection, see
+        `Database.sharing`)."""
+        with self.db.reading() as conn:
+            return list(conn.execute(statement(sql), params))
 
     def optional(self, families: str, sql: str, **params: Any) -> list[Any] | None:
         """Rows of a query some servers cannot answer (a view or column an older server
@@ -75,6 +77,13 @@ class Collector:
     def has_column(self, relation: str, column: str) -> bool:
         (row,) = self.query(COLUMN_EXISTS_SQL, relation=relation, column=column)
         return bool(row[0])
+
+
+@lru_cache(maxsize=1024)
+def statement(sql: str) -> TextClause:
+    """The parsed statement of a SQL text, made once: SQLAlchemy then finds its compiled form
+    in its cache by identity rather than parsing the text again every scrape."""
+    return text(sql)
 
 
 def one_line(e: BaseException) -> str:

@@ -127,7 +127,7 @@ def largest_tables(db: Database, top_n: int) -> list[int]:
     cache = _rankings.setdefault(db, TTLCache[list[int]](RANKING_TTL_SECONDS))
 
     def rank() -> list[int]:
-        with db.engine.connect() as conn:
+        with db.reading() as conn:
             return [r.oid for r in conn.execute(text(LARGEST_TABLES_SQL), {"top_n": top_n})]
 
     return cache.get(rank)
@@ -141,7 +141,7 @@ def other_bytes(db: Database, config: Config) -> float:
     cache = _other_bytes.setdefault(db, TTLCache[float](RANKING_TTL_SECONDS))
 
     def estimate() -> float:
-        with db.engine.connect() as conn:
+        with db.reading() as conn:
             return float(conn.execute(text(OTHER_BYTES_SQL), table_params(db, config)).scalar_one())
 
     return cache.get(estimate)
@@ -202,7 +202,7 @@ def table_stats(db: Database, config: Config, reader: str) -> list[Any]:
     if reader != leader and taken and time.monotonic() - taken[0] < SNAPSHOT_MAX_AGE_SECONDS:
         return taken[1]
     _snapshots.pop(db, None)  # a failed read must not leave the last scrape's figures behind
-    with db.engine.connect() as conn:
+    with db.reading() as conn:
         rows = list(conn.execute(text(TABLE_STATS_SQL), table_params(db, config)))
     _snapshots[db] = (time.monotonic(), rows)
     return rows
