@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vigilbench import archive, machine, pipeline, scrapes
+from vigilbench import archive, fleet, machine, pipeline, scrapes
 from vigilbench.databases import PREFIX, Server
 from vigilbench.exporters import POSTGRES_EXPORTER, PgvigilSource, remove_scratch, scratch_dir
 from vigilbench.scrapes import EXPORTERS
@@ -32,7 +32,7 @@ from vigilbench.scrapes import EXPORTERS
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parent.parent
 RECORDED = REPO / "bench" / "results"
-PHASES = ("scrape", "load", "soak", "dbwork", "archive", "alerts")
+PHASES = ("scrape", "load", "soak", "dbwork", "archive", "alerts", "fleet")
 
 
 def sizes(text: str) -> list[int]:
@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alert-interval", default="5s", help="scrape and evaluation interval")
     p.add_argument("--alert-for", default="10s", help="the size alert's for: in the alert run")
     p.add_argument("--alert-group-wait", default="5s", help="Alertmanager group_wait")
+    p.add_argument(
+        "--fleet-databases",
+        type=sizes,
+        default=[1, 10, 100],
+        help="fleet phase: databases on one server (default %(default)s)",
+    )
+    p.add_argument("--fleet-rounds", type=int, default=5, help="fleet phase: measured rounds")
     p.add_argument("--reuse", action="store_true", help="reuse complete databases kept before")
     p.add_argument("--keep", action="store_true", help="keep the databases built (for --reuse)")
     p.add_argument(
@@ -156,6 +163,7 @@ def apply_smoke(args: argparse.Namespace) -> None:
     args.soak_minutes, args.soak_sample_seconds = 0.1, 1.0
     args.dbwork_tables, args.dbwork_rows, args.dbwork_scrapes = [20], [1000], 2
     args.archive_rows, args.archive_batches, args.archive_default_pause = 2000, [500], False
+    args.fleet_databases, args.fleet_rounds = [2], 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,6 +301,10 @@ def run_phases(
             group_wait=args.alert_group_wait,
         )
         write(args.out, results, raw)
+    if "fleet" in args.phases:
+        results["machine"]["load_average_before_fleet"] = machine.load_average()
+        modes = [m for m in fleet.MODES if fleet.EXPORTER_OF[m] in args.exporters]
+        results["fleet"] = fleet.run(args.fleet_databases, args.fleet_rounds, log_dir, modes)
     if "archive" in args.phases:
         results["archive"] = archive.run(
             server,
