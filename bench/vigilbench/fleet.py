@@ -103,10 +103,15 @@ def postgres_exporter(params: dict[str, Any], log_dir: Path) -> Exporter:
         f"?sslmode=disable&application_name={APPLICATION_NAMES['postgres_exporter']}"
     )
     # With --auto-discover-databases a failing query turns the whole page into a 500 with
-    # the error alone: the example's pg_stat_statements entry (absent here, and written for
+    # the error alone. The example's pg_stat_statements entry (absent here, and written for
     # PostgreSQL 12's columns) is left out, as pgvigil has no pg_stat_statements here either.
     queries = yaml.safe_load(queries_yaml(log_dir).read_text())
     queries.pop("pg_stat_statements", None)
+    # Server-wide queries run once, on the DSN's database (`master: true`): run on every
+    # database they would yield the same series again and fail the page the same way.
+    for name in ("pg_replication", "pg_postmaster", "pg_process_idle"):
+        if name in queries:
+            queries[name]["master"] = True
     fleet_queries = log_dir / "fleet-queries.yaml"
     fleet_queries.write_text(yaml.safe_dump(queries))
     cmd = [

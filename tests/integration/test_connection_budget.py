@@ -116,6 +116,9 @@ def test_thirty_databases_one_after_the_other_within_the_total(
     assert sampler.counts > 0
     assert sampler.most <= TOTAL
     assert held <= TOTAL
+    # a probe carries its own database's series, not a row for each of the thirty
+    assert sample(pages[0], "pgvigil_database_xid_age", datname=names[1]) is None
+    assert sample(own, "pgvigil_database_xid_age", datname=names[1]) is not None
     # the exporter says so itself
     assert sample(own, "pgvigil_exporter_connections_max") == TOTAL
     assert 1 <= (sample(own, "pgvigil_exporter_connections") or 0) <= TOTAL

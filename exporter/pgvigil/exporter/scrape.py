@@ -24,13 +24,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as RegistryCollector
 
 from pgvigil import __version__
 from pgvigil.config import ScrapeConfig
 from pgvigil.db import Database, connect_deadline
+from pgvigil.exporter import exposition
 from pgvigil.exporter.collectors import Collector
 from pgvigil.exporter.collectors.base import one_line
 from pgvigil.web.server import request_header
@@ -259,8 +260,8 @@ def renderer(scrape: Scrape, *extra: RegistryCollector) -> SingleFlight:
 
     def render(deadline: float | None) -> bytes:
         if deadline is None:
-            return generate_latest(registry)
+            return exposition.render(registry)
         with scrape.deadline(deadline):
-            return generate_latest(registry)
+            return exposition.render(registry)
 
     return SingleFlight(render)

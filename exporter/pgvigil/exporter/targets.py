@@ -69,6 +69,8 @@ def build_scrape(
         c(db, config) for c in ALL if config.collector_enabled(c.name) and c.name not in skip
     ]
     collectors += query_collectors(db, config)
+    for collector in collectors:
+        collector.server_scraped_elsewhere = bool(skip)
     return Scrape(db, collectors, LatencyCollector(db, config), config.scrape)
 
 

@@ -39,6 +39,9 @@ class Collector:
     def __init__(self, db: Database, config: Config):
         self.db = db
         self.config = config
+        # True in the scrape of a discovered database: its server's /metrics already has the
+        # server-wide series, which a collector then leaves out (else N databases, N^2 series).
+        self.server_scraped_elsewhere = False
         self._optional_failing: set[str] = set()
 
     def collect(self) -> Iterable[Metric]:

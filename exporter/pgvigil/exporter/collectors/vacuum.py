@@ -23,7 +23,9 @@ close each database is to transaction ID wraparound.
 
 Per-table series exist for the largest and the application tables (see `ranking.py`); for
 `__other__` the dead rows are summed and the timestamps are the oldest among those tables.
-A table never vacuumed (or analyzed) has no timestamp sample: absent, not zero, so that
+The wraparound families cover every database of the server: a `/probe` of a discovered
+database leaves them to the server's `/metrics`. A table never vacuumed (or analyzed) has no
+timestamp sample: absent, not zero, so that
 `time() - …` never invents a 56-year-old vacuum. Wraparound comes at an age of 2^31.
 """
 
@@ -75,6 +77,8 @@ class VacuumCollector(Collector):
             if row.analyzed is not None:
                 analyzed.add_metric(key, float(row.analyzed))
 
+        if self.server_scraped_elsewhere:  # a row per database of the server: on /metrics
+            return [dead, vacuumed, analyzed]
         xid = GaugeMetricFamily(
             "pgvigil_database_xid_age",
             "Transactions since the database's oldest unfrozen transaction ID "
