@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any, ClassVar, Generic, TypeVar
 
+import psycopg
 from prometheus_client.core import Metric
+from psycopg.rows import namedtuple_row
 from sqlalchemy import TextClause, text
 from sqlalchemy.exc import DBAPIError
 
@@ -49,9 +52,20 @@ class Collector:
 
     def query(self, sql: str, **params: Any) -> list[Any]:
         """Run one read query and return its rows (on the scrape's one connection, see
-        `Database.sharing`)."""
+        `Database.sharing`). The statement goes to psycopg directly, in its own parameter
+        style: SQLAlchemy's execution machinery was a third of a scrape's CPU, for nothing a
+        read query needs. Errors come out as SQLAlchemy's DBAPIError, as before."""
         with self.db.reading() as conn:
-            return list(conn.execute(statement(sql), params))
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            try:
+                with raw.cursor(row_factory=namedtuple_row) as cur:
+                    cur.execute(psycopg_statement(sql), params)
+                    return cur.fetchall() if cur.description else []
+            except psycopg.Error as e:
+                raise DBAPIError.instance(
+                    sql, params, e, psycopg.Error, connection_invalidated=raw.broken
+                ) from e
 
     def optional(self, families: str, sql: str, **params: Any) -> list[Any] | None:
         """Rows of a query some servers cannot answer (a view or column an older server
@@ -80,6 +94,17 @@ class Collector:
     def has_column(self, relation: str, column: str) -> bool:
         (row,) = self.query(COLUMN_EXISTS_SQL, relation=relation, column=column)
         return bool(row[0])
+
+
+# SQLAlchemy's named parameters (`:name`, not `::type` casts), as text() finds them.
+_BIND = re.compile(r"(?<![:\w\x5c]):(\w+)(?!:)")
+
+
+@lru_cache(maxsize=1024)
+def psycopg_statement(sql: str) -> bytes:
+    """The SQL text in psycopg's parameter style (`%(name)s`, a literal % doubled), made once
+    per text; bytes, which psycopg sends as they are."""
+    return _BIND.sub(r"%(\1)s", sql.replace("%", "%%")).encode()
 
 
 @lru_cache(maxsize=1024)
