@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -163,6 +164,7 @@ def main() -> int:
             proc.terminate()
             proc.wait(20)
         c.destroy()
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
