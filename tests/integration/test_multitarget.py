@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Db
-from tests.support.postgres import Server
+from tests.support.postgres import Cluster, Server, wait_until
 from tests.support.processes import Process, parse_samples, pgvigil_serve, sample
 
 SECRET = "Pw-probe-2b7e-never-in-a-url"
@@ -139,3 +140,39 @@ def test_check_config_resolves_named_targets_without_showing_passwords(tmp_path:
     assert done.returncode == 2
     assert "targets.named.eu: cannot read the password file /nonexistent/pw" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_discovered_databases_stay_through_an_outage(
+    throwaway_cluster: Cluster, tmp_path: Path
+) -> None:
+    """The server stops: /sd keeps its databases and each probe answers pgvigil_up 0, so their
+    alerts fire, rather than the targets (and with them the alerts) leaving Prometheus."""
+    server = throwaway_cluster.server
+    names = sorted(server.create_database("outage") for _ in range(2))
+    config = tmp_path / "pgvigil.yml"
+    config.write_text(
+        "targets:\n  discovery:\n    enabled: true\n    include: ['outage_.*']\n"
+        "    refresh_seconds: 0.2\n"
+    )
+    env = {"DATA_SOURCE_NAME": server.dsn("postgres")}
+    with pgvigil_serve(tmp_path, ["--config.file", str(config)], env=env) as exporter:
+
+        def listed() -> list[str]:
+            return sorted(g["labels"]["datname"] for g in json.loads(exporter.get("/sd")))
+
+        assert listed() == names
+        assert sample(parse_samples(exporter.get(f"/probe?target={names[0]}")), "pgvigil_up") == 1
+        throwaway_cluster.stop()
+        time.sleep(0.5)  # past the refresh: the next listing fails
+        during = [listed() for _ in range(3)]
+        probes = [parse_samples(exporter.get(f"/probe?target={n}")) for n in names]
+        throwaway_cluster.start()
+        wait_until(
+            lambda: (
+                sample(parse_samples(exporter.get(f"/probe?target={names[1]}")), "pgvigil_up") == 1
+            ),
+            timeout=30,
+        )
+    assert during == [names] * 3
+    assert [sample(p, "pgvigil_up") for p in probes] == [0, 0]
+    assert "database discovery failed, keeping the 2 databases listed before" in exporter.log()

@@ -39,7 +39,6 @@ from sqlalchemy import text
 from pgvigil import db as db_module
 from pgvigil.config import Config, ConnectionConfig
 from pgvigil.exporter.collectors import ALL, Collector, LatencyCollector
-from pgvigil.exporter.collectors.base import TTLCache
 from pgvigil.exporter.collectors.custom import query_collectors
 from pgvigil.exporter.scrape import Scrape, renderer, request_deadline
 from pgvigil.redact import scrub
@@ -139,6 +138,45 @@ class BudgetCollector:
         ]
 
 
+class DatabaseList:
+    """The discovered databases, listed again every `refresh` seconds, and kept when listing
+    fails: while the server is down its databases stay in /sd and /probe, so Prometheus keeps
+    scraping them and their `pgvigil_up 0` alerts fire (an empty list would make their
+    targets, and with them the alerts, vanish). One caller lists at a time; the others take
+    the last list rather than wait behind a listing that may hang until its timeout."""
+
+    def __init__(self, refresh: float, clock: Callable[[], float] = time.monotonic):
+        self.refresh = refresh
+        self._clock = clock
+        self._listing = threading.Lock()
+        self._names: list[str] | None = None
+        self._due = float("-inf")
+
+    def get(self, list_databases: Callable[[], list[str]]) -> list[str]:
+        if self._names is not None and self._clock() < self._due:
+            return self._names
+        # Before the first list there is nothing to offer instead, so the first callers wait.
+        if not self._listing.acquire(blocking=self._names is None):
+            return self._names or []
+        try:
+            if self._names is not None and self._clock() < self._due:
+                return self._names  # listed while this caller waited for the lock
+            try:
+                self._names = list_databases()
+            except Exception as e:
+                if self._names is None:
+                    raise
+                log.warning(
+                    "database discovery failed, keeping the %d databases listed before: %s",
+                    len(self._names),
+                    scrub(str(e)),
+                )
+            self._due = self._clock() + self.refresh
+            return self._names
+        finally:
+            self._listing.release()
+
+
 class Targets:
     """The databases reachable through /probe, by name."""
 
@@ -150,7 +188,7 @@ class Targets:
         self.budget.reclaim = self.close_least_recent
         self._lock = threading.Lock()
         self._targets: dict[str, _Target] = {}
-        self._discovered = TTLCache[list[str]](config.targets.discovery.refresh_seconds)
+        self._discovered = DatabaseList(config.targets.discovery.refresh_seconds)
         self._timeouts = db_module.Timeouts.from_config(config.connection)
         self._named_params = resolve_named(config)
         self._unnamable: set[str] = set()
@@ -260,7 +298,7 @@ class Targets:
         ]
         try:
             discovered = self.discovered()
-        except Exception as e:
+        except Exception as e:  # never listed yet: nothing to keep offering
             log.warning("database discovery failed: %s", scrub(str(e)))
             discovered = []
         groups += [
