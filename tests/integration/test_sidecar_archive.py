@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -273,6 +274,8 @@ def test_batches_sized_by_time_shrink_when_slower_than_the_target(machine_db: Db
         plan = sidecar.message("archive")
         assert "would move 2001 rows" in plan
         assert "in batches of up to 5000 rows, each sized to take about 1e-06s" in plan
+        # The oldest row as the cutoff is written: to the minute, with its zone.
+        assert re.search(r"; oldest \d{4}-\d\d-\d\d \d\d:\d\d [A-Z+0-9:]+\) into", plan), plan
         seen = _batch_sizes(sidecar, machine_db)
         message = sidecar.message("archive")
     # The first batch takes 1000 rows; every batch is slower than a microsecond, so the

@@ -216,6 +216,15 @@ def _when(cutoff: datetime) -> str:
     return f"{cutoff:%Y-%m-%d %H:%M} {cutoff.tzname() or ''}".strip()
 
 
+def _when_text(value: str) -> str:
+    """A timestamp PostgreSQL gave as text (as -infinity and BC dates have no datetime), as
+    _when writes one where it can."""
+    try:
+        return _when(datetime.fromisoformat(value))
+    except ValueError:
+        return value
+
+
 def _move(
     ctx: JobContext,
     conn: psycopg.Connection[Any],
@@ -393,7 +402,7 @@ def _plan(
         batches = f"in about {-(-(count - conflicts) // s.batch_size)} batches of {s.batch_size}"
     return (
         f"{source.name}: would move {count - conflicts} rows older than {_when(cutoff)} "
-        f"(retention {table.retention_days} days; oldest {oldest}) into {target} "
+        f"(retention {table.retention_days} days; oldest {_when_text(oldest)}) into {target} "
         f"{batches}{held}{never}"
     )
 
