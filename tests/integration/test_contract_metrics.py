@@ -18,7 +18,7 @@ pytestmark = pytest.mark.every_major  # the server's version changes what pgvigi
 def chat(database: Db) -> Db:
     with database.connect() as conn:
         demodata.insert_history(conn, days=3, rows=3000, conversations=30)
-        conn.execute("SELECT pg_stat_force_next_flush()")
+        demodata.flush_stats(conn)
     return database
 
 
@@ -91,7 +91,7 @@ def test_only_the_largest_tables_get_their_own_series(database: Db) -> None:
             conn.execute(f"INSERT INTO t{i} SELECT generate_series(1, {(i + 1) * 2000})")
         conn.execute("CREATE TABLE messages (id int, created_at timestamptz)")
         conn.execute("CREATE INDEX ON messages (created_at)")
-        conn.execute("SELECT pg_stat_force_next_flush()")
+        demodata.flush_stats(conn)
     registry, pool = scraper(database.params, tables={"top_n": 2})
     try:
         text = {

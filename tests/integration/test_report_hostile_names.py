@@ -17,6 +17,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
+from pgvigil.demo import data as demodata
 from pgvigil.sidecar.jobs.report import advised_name
 from tests.conftest import Db
 from tests.support.sidecar import in_process, run_job
@@ -64,7 +65,7 @@ def build(db: Db) -> None:
         for name in NAMES:
             for _ in range(3):
                 conn.execute(f"SELECT count(*) FROM {ident(SCHEMA, name)}").fetchone()
-        conn.execute("SELECT pg_stat_force_next_flush()")
+        demodata.flush_stats(conn)
     time.sleep(1.5)  # table statistics reach the shared counters within a second
 
 

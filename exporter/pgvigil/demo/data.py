@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -62,6 +63,25 @@ JOIN LATERAL (SELECT id, provider FROM conversations
 """
 
 
+FORCE_FLUSH_SQL = "SELECT to_regproc('pg_catalog.pg_stat_force_next_flush') IS NOT NULL"
+# PostgreSQL 14's statistics collector: a session sends its counts when idle, at most every
+# 500 ms, and other sessions read a stats file up to 500 ms old.
+COLLECTOR_INTERVAL_SECONDS = 0.5
+
+
+def flush_stats(conn: psycopg.Connection[Any]) -> None:
+    """Make this session's table and database statistics visible to other sessions now.
+    PostgreSQL 15+ has pg_stat_force_next_flush(); 14's collector is waited for instead."""
+    row = conn.execute(FORCE_FLUSH_SQL).fetchone()
+    if row and row[0]:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT 1")  # the flush happens when the session next goes idle
+        return
+    time.sleep(COLLECTOR_INTERVAL_SECONDS)  # past the last report: the next idle one is sent
+    conn.execute("SELECT 1")
+    time.sleep(COLLECTOR_INTERVAL_SECONDS + 0.2)  # a stats file written after it is read
+
+
 def create_schema(conn: psycopg.Connection[Any]) -> None:
     conn.execute(SCHEMA_SQL)
 
@@ -88,8 +108,7 @@ def insert_history(
     )
     # Flush this session's pending insert counts first: an ANALYZE that ran before them would
     # see them added on top of its own row count (n_live_tup twice the truth).
-    if conn.info.server_version >= 150000:
-        conn.execute("SELECT pg_stat_force_next_flush()")
+    flush_stats(conn)
     conn.execute("ANALYZE conversations; ANALYZE messages")
 
 
