@@ -54,6 +54,8 @@ def check(database: db_module.Database) -> Access:
             return read(conn)
     except psycopg.Error as e:
         raise ConnectError(explain(e, database.params)) from None
+    except db_module.UnsupportedServer as e:
+        raise ConnectError(str(e)) from None
 
 
 def connection_line(database: db_module.Database) -> tuple[bool, str]:

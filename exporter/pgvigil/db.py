@@ -57,7 +57,8 @@ TCP_SETTINGS = {
 # connection anyway (a stopped backend or a stalled network never answers).
 CANCEL_WAIT_SECONDS = 1.0
 TEXT_TYPES = ("text", "name", "varchar", "bpchar")
-OLDEST_SUPPORTED = 140000  # server_version_num; the README states the supported majors
+# The README's supported-versions line; older servers are refused, newer ones warned about.
+SUPPORTED_MAJORS = range(14, 19)
 
 
 class ReplacingTextLoader(Loader):
@@ -76,6 +77,30 @@ class ReplacingTextLoader(Loader):
 
 class DsnError(Exception):
     """The connection settings cannot be used (message is safe to show)."""
+
+
+class UnsupportedServer(Exception):
+    """The server runs a PostgreSQL pgvigil refuses (message is safe to show)."""
+
+
+def version_text(version_num: int) -> str:
+    """server_version_num as people write it: 130012 -> 13.12, 90624 -> 9.6.24."""
+    if version_num >= 100000:
+        return f"{version_num // 10000}.{version_num % 10000}"
+    return f"{version_num // 10000}.{version_num // 100 % 100}.{version_num % 100}"
+
+
+def unsupported_version(version_num: int) -> str | None:
+    """Why pgvigil refuses a server of this server_version_num, or None. PostgreSQL 13 and
+    older lack what the collectors and jobs are tested with (pg_stat_wal, pg_locks.waitstart,
+    pg_stat_statements' newer columns): refused rather than half-watched."""
+    if version_num // 10000 >= SUPPORTED_MAJORS.start:
+        return None
+    first, last = SUPPORTED_MAJORS[0], SUPPORTED_MAJORS[-1]
+    return (
+        f"PostgreSQL {version_text(version_num)} is not supported: "
+        f"pgvigil supports PostgreSQL {first} to {last}"
+    )
 
 
 @dataclass(frozen=True)
@@ -334,14 +359,21 @@ class Database:
             conn = self._budgeted_connect(connection_class, self.budget)
         for name in TEXT_TYPES:
             conn.adapters.register_loader(name, ReplacingTextLoader)
+        problem = unsupported_version(conn.info.server_version)
+        if problem is not None:
+            conn.close()
+            raise UnsupportedServer(f"{describe(self.params)}: {problem}")
         self._connections.add(conn)
-        if not self._warned_version and conn.info.server_version < OLDEST_SUPPORTED:
+        major = conn.info.server_version // 10000
+        if not self._warned_version and major > SUPPORTED_MAJORS[-1]:
             self._warned_version = True
             log.warning(
-                "%s runs PostgreSQL %d, which pgvigil does not support (14 to 18): what its "
-                "catalog lacks is left out, the rest is untested",
+                "%s runs PostgreSQL %d, newer than pgvigil is tested with (%d to %d): what "
+                "its catalog lacks is left out",
                 describe(self.params),
-                conn.info.server_version // 10000,
+                major,
+                SUPPORTED_MAJORS[0],
+                SUPPORTED_MAJORS[-1],
             )
         # The server reports is_superuser at start-up: the check costs no query.
         if not self._warned_superuser and conn.info.parameter_status("is_superuser") == "on":
@@ -369,6 +401,18 @@ class Database:
         # Runs once: at close(), or when a connection nobody closed is collected.
         conn._release = weakref.finalize(conn, budget.release)  # type: ignore[attr-defined]
         return conn
+
+    def refused_at_start(self) -> str | None:
+        """At start, the line refusing the server when it answers with a version pgvigil does
+        not support; None when it is supported or cannot be reached now (a down database is a
+        normal state, and every later connection is refused the same way)."""
+        try:
+            self.connect().close()
+        except UnsupportedServer as e:
+            return str(e)
+        except psycopg.Error:
+            return None
+        return None
 
     def probe(self) -> float:
         """Seconds to open a new connection and answer `SELECT 1`; raises when unreachable."""

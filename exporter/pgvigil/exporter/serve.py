@@ -148,6 +148,11 @@ def run(args: argparse.Namespace) -> int:
         db_module.Timeouts.from_config(config.connection),
         budget=multitarget.connection_budget(config),
     )
+    refused = database.refused_at_start()
+    if refused is not None:
+        print(f"pgvigil: {refused}", file=sys.stderr)
+        database.dispose()
+        return 1
     scrape = multitarget.build_scrape(database, config)
     targets = multitarget.Targets(config, database)
     try:

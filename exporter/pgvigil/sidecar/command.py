@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,15 @@ def check_and_exit(
     ctx.database.dispose()
     print(line)
     return 0 if connected else 1
+
+
+def refused_at_start(ctx: JobContext) -> bool:
+    """Says why and disposes of the pool when the server runs an unsupported PostgreSQL."""
+    refused = ctx.database.refused_at_start()
+    if refused is not None:
+        print(f"pgvigil: {refused}", file=sys.stderr)
+        ctx.database.dispose()
+    return refused is not None
 
 
 def load_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Config:

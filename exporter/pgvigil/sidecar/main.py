@@ -21,6 +21,7 @@ from pgvigil.sidecar.command import (
     check_and_exit,
     load_config,
     on_signals,
+    refused_at_start,
     thresholds,
 )
 from pgvigil.sidecar.context import JobContext
@@ -96,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if args.check_config or args.check_connection:
         also = [web.check_web_config(web_config)] if web_config is not None else []
         return check_and_exit(args, ctx, params, *also)
+    if refused_at_start(ctx):
+        return 1
     threads = JobThreads(ctx)
     sched, jobs = scheduler.build(config.sidecar, threads.start)
     ctx.state.set_report(report.latest_headline(config.sidecar.report.directory))

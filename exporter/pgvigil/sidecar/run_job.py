@@ -20,6 +20,7 @@ from pgvigil.sidecar.command import (
     build_context,
     check_and_exit,
     load_config,
+    refused_at_start,
     stop_on_signals,
 )
 from pgvigil.sidecar.jobs import NAMES
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     ctx, params = build_context(config)
     if args.check_config or args.check_connection:
         return check_and_exit(args, ctx, params)
+    if refused_at_start(ctx):
+        return 1
     ctx.dry_run = args.dry_run
     # Lines name tables, which may hold line breaks or terminal escapes: printed escaped.
     if sys.stdout.isatty():
