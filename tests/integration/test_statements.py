@@ -95,7 +95,7 @@ def test_top_queries_get_series_and_the_rest_sums_into_other(
     workload(pgss, heavy=[5, 6, 7])
     cfg, db, statements = collector(pgss, Clock(), top_n=3, windows=2)
     try:
-        registry = make_registry(build_scrape(db, cfg, skip=frozenset()))
+        registry = make_registry(build_scrape(db, cfg))
         samples = scrape_once(registry)
         totals = view_totals(pgss)
     finally:

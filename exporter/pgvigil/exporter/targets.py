@@ -15,8 +15,8 @@ the idle pool of the target probed longest ago, else waits until its deadline an
 idle, and a thousand databases cost no more connections than the total.
 
 A discovered database shares the main server, so its probe leaves out the server-wide
-collectors (`SERVER_WIDE`): those series already come from `/metrics`, and repeating them per
-database would only multiply series. Per-database series
+collectors (`Collector.server_wide`): those series already come from `/metrics`, and repeating
+them per database would only multiply series. Per-database series
 (tables, vacuum, indexes, application analytics, custom queries) keep their usual names and
 labels: Prometheus tells the databases apart by the target labels `/sd` hands it (`datname`,
 `target`), so the metric contract is the same for one database or fifty.
@@ -46,13 +46,6 @@ from pgvigil.web import server as web
 
 log = logging.getLogger(__name__)
 
-SERVER_WIDE = frozenset(
-    {
-        *("server", "size", "cache", "disk", "activity", "replication", "checkpoints"),
-        *("statements", "waits", "blocking", "horizon", "transactions", "io"),
-    }
-)
-
 DATABASES_SQL = """
 SELECT datname FROM pg_database
 WHERE datallowconn AND NOT datistemplate AND has_database_privilege(oid, 'CONNECT')
@@ -60,16 +53,17 @@ ORDER BY datname
 """
 
 
-def build_scrape(
-    db: db_module.Database, config: Config, *, skip: frozenset[str] = frozenset()
-) -> Scrape:
-    """The scrape of one database: the enabled collectors plus one per custom query."""
+def build_scrape(db: db_module.Database, config: Config, *, server_wide: bool = True) -> Scrape:
+    """The scrape of one database: the enabled collectors plus one per custom query; without
+    the server-wide ones for a database of a server whose /metrics has them."""
     collectors: list[Collector] = [
-        c(db, config) for c in ALL if config.collector_enabled(c.name) and c.name not in skip
+        c(db, config)
+        for c in ALL
+        if config.collector_enabled(c.name) and (server_wide or not c.server_wide)
     ]
     collectors += query_collectors(db, config)
     for collector in collectors:
-        collector.server_scraped_elsewhere = bool(skip)
+        collector.server_scraped_elsewhere = not server_wide
     return Scrape(db, collectors, LatencyCollector(db, config), config.scrape)
 
 
@@ -223,9 +217,9 @@ class Targets:
     def render(self, name: str) -> bytes | None:
         """The metrics page of one target, or None when no target has that name."""
         if name in self._named_params:
-            params, skip = self._named_params[name], frozenset[str]()
+            params, server_wide = self._named_params[name], True
         elif name in self.discovered():
-            params, skip = {**self.main.params, "dbname": name}, SERVER_WIDE
+            params, server_wide = {**self.main.params, "dbname": name}, False
         else:
             return None
         deadline = request_deadline(self.config.scrape)
@@ -233,7 +227,7 @@ class Targets:
             target = self._targets.get(name)
             if target is None:
                 db = db_module.Database(params, self._timeouts, budget=self.budget)
-                scrape = build_scrape(db, self.config, skip=skip)
+                scrape = build_scrape(db, self.config, server_wide=server_wide)
                 target = _Target(db, renderer(scrape))
                 self._targets[name] = target
                 log.info("first probe of target %s (%s)", name, db_module.describe(params))

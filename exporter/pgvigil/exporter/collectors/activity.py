@@ -75,6 +75,7 @@ FROM pg_locks WHERE NOT granted
 
 class ActivityCollector(Collector):
     name = "activity"
+    server_wide = True
     requires = (Role("pg_monitor"),)
 
     def collect(self) -> Iterable[Metric]:

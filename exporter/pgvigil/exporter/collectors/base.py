@@ -36,6 +36,9 @@ class Collector:
     raise: the scrape wrapper turns an exception into `pgvigil_collector_success 0`."""
 
     name: ClassVar[str]
+    # Its series describe the whole server, not the database it connects to: a discovered
+    # database's /probe leaves it out, as /metrics already has those series.
+    server_wide: ClassVar[bool] = False
     # What its figures need beyond CONNECT; `pgvigil doctor` checks it and prints the fix.
     requires: ClassVar[tuple[Requirement, ...]] = ()
 

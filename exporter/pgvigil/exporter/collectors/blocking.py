@@ -87,6 +87,7 @@ def root_trees(edges: dict[int, list[int]], waited: dict[int, float]) -> list[Tr
 
 class BlockingCollector(Collector):
     name = "blocking"
+    server_wide = True
     requires = (Role("pg_monitor"),)  # others' wait_event_type
 
     def collect(self) -> Iterable[Metric]:

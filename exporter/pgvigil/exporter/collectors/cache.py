@@ -29,6 +29,7 @@ ORDER BY datname
 
 class CacheCollector(Collector):
     name = "cache"
+    server_wide = True
 
     def collect(self) -> Iterable[Metric]:
         hit = CounterMetricFamily(

@@ -101,6 +101,7 @@ class CheckpointsCollector(Collector):
     stand alone: one that fails drops only its own families."""
 
     name = "checkpoints"
+    server_wide = True
     requires = (Role("pg_monitor"),)
 
     def collect(self) -> Iterable[Metric]:

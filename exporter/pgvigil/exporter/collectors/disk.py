@@ -34,6 +34,7 @@ DATA_DIRECTORY_SQL = "SELECT current_setting('data_directory', true) AS path"
 
 class DiskCollector(Collector):
     name = "disk"
+    server_wide = True
     requires = (Role("pg_monitor"),)
 
     def __init__(self, *args: Any, **kwargs: Any):

@@ -78,6 +78,7 @@ ORDER BY kind, xid_age DESC, culprit
 
 class HorizonCollector(Collector):
     name = "horizon"
+    server_wide = True
     requires = (Role("pg_monitor"),)  # others' backend_xid/xmin
 
     def collect(self) -> Iterable[Metric]:

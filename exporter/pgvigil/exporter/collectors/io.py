@@ -49,6 +49,7 @@ OPERATIONS = {
 
 class IoCollector(Collector):
     name = "io"
+    server_wide = True
 
     def __init__(self, db: Database, config: Config):
         super().__init__(db, config)

@@ -86,6 +86,7 @@ SELECT pg_is_in_recovery() AS in_recovery,
 
 class ReplicationCollector(Collector):
     name = "replication"
+    server_wide = True
     requires = (Role("pg_monitor"),)
 
     def collect(self) -> Iterable[Metric]:

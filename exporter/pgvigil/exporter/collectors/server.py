@@ -22,6 +22,7 @@ SELECT current_setting('server_version_num')::int AS version_num,
 
 class ServerCollector(Collector):
     name = "server"
+    server_wide = True
 
     def collect(self) -> Iterable[Metric]:
         (row,) = self.query(SERVER_FACTS_SQL)

@@ -32,6 +32,7 @@ ORDER BY datname
 
 class SizeCollector(Collector):
     name = "size"
+    server_wide = True
     requires = (Role("pg_monitor"),)
 
     def __init__(self, *args: Any, **kwargs: Any):

@@ -78,6 +78,7 @@ Key = tuple[str, str, str]  # queryid, datname, user
 
 class StatementsCollector(Collector):
     name = "statements"
+    server_wide = True
     # pg_monitor: other users' entries have a NULL queryid without pg_read_all_stats.
     requires = (Extension("pg_stat_statements", preload=True), Role("pg_monitor"))
 

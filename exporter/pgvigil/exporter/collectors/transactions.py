@@ -59,6 +59,7 @@ COUNTERS = (
 
 class TransactionsCollector(Collector):
     name = "transactions"
+    server_wide = True
 
     def collect(self) -> Iterable[Metric]:
         families = {

@@ -40,6 +40,7 @@ ORDER BY 4 DESC, 1, 2, 3
 
 class WaitsCollector(Collector):
     name = "waits"
+    server_wide = True
     requires = (Role("pg_monitor"),)  # others' state and wait events
 
     def collect(self) -> Iterable[Metric]:
