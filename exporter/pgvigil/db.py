@@ -11,7 +11,8 @@ until the thread's `connect_deadline` at most, then fails like an unreachable se
 A session can go silent without closing (its backend stopped, the address moved at failover,
 a firewall dropping the flow). Server-side timeouts cannot help then, so every connection
 carries TCP keepalives and `tcp_user_timeout` (the kernel gives up on it), and a caller with a
-deadline can `interrupt_busy()`: cancel the running queries and discard their connections.
+deadline can `interrupt_busy(owner)`: cancel the queries its thread runs and discard their
+connections; another thread's (a `/sd` listing on the same pool) go on.
 Text is decoded with replacement: one database name that is not valid UTF-8, or a SQL_ASCII
 database holding anything, must not fail every query that reads names.
 """
@@ -35,7 +36,8 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 from pgvigil import redact
@@ -327,7 +329,12 @@ class Database:
         ]
         if read_only:
             options.append("-c default_transaction_read_only=on")
-        self._connections: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        # Each connection and the thread using it (a pool checkout or the probe); 0 when idle
+        # in the pool.
+        self._owners: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._owners_lock = threading.Lock()
         self._local = threading.local()
         # client_encoding stays the database's own: a SQL_ASCII server would refuse to send
         # bytes that are not valid in any other client encoding.
@@ -345,9 +352,12 @@ class Database:
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_timeout=timeouts.connect_seconds + timeouts.statement_seconds,
-            pool_pre_ping=True,
             pool_recycle=600,
         )
+        # The pre-ping is done here rather than by the pool (pool_pre_ping), after the
+        # connection is marked as this thread's: a ping that hangs can be interrupted too.
+        event.listen(self.engine, "checkout", self._checked_out)
+        event.listen(self.engine, "checkin", self._checked_in)
 
     def connect(
         self, connection_class: type[psycopg.Connection[Any]] = psycopg.Connection
@@ -363,7 +373,7 @@ class Database:
         if problem is not None:
             conn.close()
             raise UnsupportedServer(f"{describe(self.params)}: {problem}")
-        self._connections.add(conn)
+        self._own(conn, threading.get_ident())
         major = conn.info.server_version // 10000
         if not self._warned_version and major > SUPPORTED_MAJORS[-1]:
             self._warned_version = True
@@ -402,6 +412,21 @@ class Database:
         conn._release = weakref.finalize(conn, budget.release)  # type: ignore[attr-defined]
         return conn
 
+    def _own(self, conn: psycopg.Connection[Any], owner: int) -> None:
+        with self._owners_lock:
+            self._owners[conn] = owner
+
+    def _checked_out(self, conn: psycopg.Connection[Any], _record: Any, _proxy: Any) -> None:
+        self._own(conn, threading.get_ident())
+        try:
+            self.engine.dialect.do_ping(conn)
+        except psycopg.Error as e:  # the pool discards it and takes another
+            raise DisconnectionError(redact.scrub(str(e))) from None
+
+    def _checked_in(self, conn: psycopg.Connection[Any] | None, _record: Any) -> None:
+        if conn is not None:
+            self._own(conn, 0)
+
     def refused_at_start(self) -> str | None:
         """At start, the line refusing the server when it answers with a version pgvigil does
         not support; None when it is supported or cannot be reached now (a down database is a
@@ -421,14 +446,19 @@ class Database:
             conn.execute("SELECT 1").fetchone()
         return time.perf_counter() - start
 
-    def interrupt_busy(self) -> int:
-        """Cancel every query this database's connections are running and discard those
-        connections; returns how many. For a caller whose deadline passed: the threads
-        waiting on those queries get an error at once rather than when the server answers."""
+    def interrupt_busy(self, owner: int | None = None) -> int:
+        """Cancel the queries running on the connections of thread `owner` (every thread's
+        when None: a process stopping) and discard those connections; returns how many. For
+        a caller whose deadline passed: its thread gets an error at once rather than when
+        the server answers, and other threads' queries go on."""
+        with self._owners_lock:
+            owners = list(self._owners.items())
         busy = [
             c
-            for c in list(self._connections)
-            if not c.closed and c.pgconn.transaction_status == TransactionStatus.ACTIVE
+            for c, used_by in owners
+            if (owner is None or used_by == owner)
+            and not c.closed
+            and c.pgconn.transaction_status == TransactionStatus.ACTIVE
         ]
         for conn in busy:
             interrupt(conn)

@@ -33,7 +33,7 @@ class StandInDb:
     def sharing(self) -> contextlib.nullcontext[None]:
         return contextlib.nullcontext()
 
-    def interrupt_busy(self) -> int:
+    def interrupt_busy(self, owner: int | None = None) -> int:
         """What the real Database does at a deadline: the stuck query errors out."""
         self.interrupted += 1
         if self.hangs is not None:

@@ -123,7 +123,7 @@ class Scrape(RegistryCollector):
             worker.start()
             worker.join(max(deadline - time.monotonic(), 0))
         if worker is None or worker.is_alive():
-            self._give_up(progress)
+            self._give_up(progress, worker)
         yield from self._page(progress)
 
     def _work(self, progress: _Progress, deadline: float) -> None:
@@ -141,15 +141,16 @@ class Scrape(RegistryCollector):
             if collector is self.probe and not outcome.ok:
                 return  # down is a normal state: answer at once, try nothing else
 
-    def _give_up(self, progress: _Progress) -> None:
-        """The deadline passed: freeze what finished and interrupt what runs. The worker
+    def _give_up(self, progress: _Progress, worker: threading.Thread | None) -> None:
+        """The deadline passed: freeze what finished and interrupt what this scrape's worker
+        runs (not another target's scrape or a /sd listing on the same pool). The worker
         thread ends as soon as its query errors out; its later results are ignored."""
         with progress.lock:
             progress.abandoned = True
             running = progress.running
-        if running is None:
+        if running is None or worker is None:
             return  # no time was left even to start (it went to waiting for another scrape)
-        interrupted = self.db.interrupt_busy()
+        interrupted = self.db.interrupt_busy(worker.ident)
         if running not in self._failing:
             log.warning(
                 "scrape deadline passed while %s ran: %d running %s cancelled, "
