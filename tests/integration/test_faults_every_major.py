@@ -104,3 +104,37 @@ def test_a_refused_optional_query_drops_only_its_own_families(
     assert value(s, "pgvigil_checkpoints_total", kind="timed") is not None
     assert value(s, "pgvigil_wal_segments") is None
     assert "checkpoints: pgvigil_wal_segments, pgvigil_wal_size_bytes skipped" in caplog.text
+
+
+# What a managed service may forbid, revoked in this database only (the cluster is ours).
+FORBIDDEN = ("pg_get_replication_slots()", "pg_stat_get_progress_info(text)")
+
+
+def test_forbidden_diagnostics_functions_drop_only_their_families(
+    own_db: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    role = f"pgvigil_monitor_{uuid.uuid4().hex[:8]}"
+    with own_db.connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE pg_monitor").format(sql.Identifier(role))
+        )
+        for function in FORBIDDEN:
+            conn.execute(f"REVOKE EXECUTE ON FUNCTION pg_catalog.{function} FROM PUBLIC")
+    try:
+        registry, pool = scraper({**own_db.params, "user": role})
+        try:
+            with caplog.at_level(logging.WARNING):
+                s = scrape_once(registry)
+        finally:
+            pool.dispose()
+    finally:
+        with own_db.connect() as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    for collector in ("replication", "autovacuum"):
+        assert value(s, "pgvigil_collector_success", collector=collector) == 1, collector
+    assert value(s, "pgvigil_replication_replicas") == 0
+    assert not [k for k in s if k[0].startswith("pgvigil_replication_slot_")]
+    assert value(s, "pgvigil_autovacuum_max_workers") is not None
+    assert not [k for k in s if k[0] == "pgvigil_vacuums_running"]
+    assert "replication: pgvigil_replication_slot_* (pg_replication_slots) skipped" in caplog.text
+    assert "autovacuum: pgvigil_vacuums_running skipped" in caplog.text

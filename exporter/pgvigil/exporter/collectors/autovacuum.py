@@ -89,7 +89,8 @@ class AutovacuumCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         running = {(kind, phase): 0.0 for kind in ("autovacuum", "manual") for phase in PHASES}
-        for row in self.query(RUNNING_SQL):
+        progress = self.optional("pgvigil_vacuums_running", RUNNING_SQL)
+        for row in progress or []:
             # Without pg_read_all_stats another role's vacuum shows no phase: not counted
             # (doctor says what to grant) rather than a series with an empty phase.
             if row.phase is not None:
@@ -102,7 +103,13 @@ class AutovacuumCollector(Collector):
         for (kind, phase), count in sorted(running.items()):
             vacuums.add_metric([kind, phase], count)
 
-        (due,) = self.query(DUE_SQL)
+        families: list[Metric] = [] if progress is None else [vacuums]
+        due_rows = self.optional(
+            "pgvigil_autovacuum_max_workers, pgvigil_autovacuum_tables_due", DUE_SQL
+        )
+        if not due_rows:
+            return families
+        (due,) = due_rows
         tables_due = GaugeMetricFamily(
             "pgvigil_autovacuum_tables_due",
             "Tables past their autovacuum threshold, by what passed it (dead rows, inserts "
@@ -112,7 +119,7 @@ class AutovacuumCollector(Collector):
         tables_due.add_metric(["dead_rows"], float(due.dead_rows))
         tables_due.add_metric(["inserts"], float(due.inserts))
         return [
-            vacuums,
+            *families,
             GaugeMetricFamily(
                 "pgvigil_autovacuum_max_workers",
                 "The autovacuum_max_workers setting.",

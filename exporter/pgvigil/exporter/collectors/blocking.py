@@ -85,6 +85,9 @@ def root_trees(edges: dict[int, list[int]], waited: dict[int, float]) -> list[Tr
     return sorted(trees, key=lambda t: (-t.blocked, -t.longest_wait, t.root))
 
 
+BLOCKER_FAMILIES = "pgvigil_lock_blocker_info, pgvigil_lock_blocker_transaction_age_seconds"
+
+
 class BlockingCollector(Collector):
     name = "blocking"
     server_wide = True
@@ -96,7 +99,8 @@ class BlockingCollector(Collector):
         trees = root_trees(edges, {r.pid: float(r.waited) for r in rows})
         shown = trees[: self.config.diagnostics.max_blockers]
         pids = [t.root for t in shown if t.root != 0]
-        sessions = {r.pid: r for r in self.query(BLOCKERS_SQL, pids=pids)} if pids else {}
+        found = self.optional(BLOCKER_FAMILIES, BLOCKERS_SQL, pids=pids) if pids else []
+        sessions = {r.pid: r for r in found or []}
 
         info = GaugeMetricFamily(
             "pgvigil_lock_blocker_info",
@@ -140,8 +144,8 @@ class BlockingCollector(Collector):
                 "Sessions that block others and wait for no one.",
                 value=float(len(trees)),
             ),
-            info,
+            *([] if found is None else [info]),
             blocked,
             longest,
-            age,
+            *([] if found is None else [age]),
         ]

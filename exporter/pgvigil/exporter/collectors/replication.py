@@ -84,6 +84,9 @@ SELECT pg_is_in_recovery() AS in_recovery,
 """
 
 
+SLOT_FAMILIES = "pgvigil_replication_slot_* (pg_replication_slots)"
+
+
 class ReplicationCollector(Collector):
     name = "replication"
     server_wide = True
@@ -131,7 +134,8 @@ class ReplicationCollector(Collector):
             "without max_slot_wal_keep_size).",
             labels=slot_labels,
         )
-        for slot in self.query(SLOTS_SQL):
+        slots = self.optional(SLOT_FAMILIES, SLOTS_SQL)
+        for slot in slots or []:
             key = [slot.slot_name, slot.slot_type]
             active.add_metric(key, 1.0 if slot.active else 0.0)
             if slot.retained_bytes is not None:
@@ -149,10 +153,7 @@ class ReplicationCollector(Collector):
             ),
             lag_bytes,
             lag_seconds,
-            active,
-            retained,
-            wal_status,
-            safe,
+            *([] if slots is None else [active, retained, wal_status, safe]),
         ]
         (me,) = self.query(REPLICA_SQL)
         if me.in_recovery:

@@ -200,7 +200,8 @@ class StatementsCollector(Collector):
         self._texts = {q: t for q, t in self._texts.items() if q in wanted}
         missing = sorted(wanted - set(self._texts))
         if missing and self._view is not None:
-            for row in self.query(self._view.text_sql(), queryids=missing):
+            texts = self.optional("query texts (/queries)", self._view.text_sql(), queryids=missing)
+            for row in texts or []:
                 self._texts[row.queryid] = normalise(row.query or "", self.settings.text_length)
 
     def queries(self) -> list[dict[str, str]]:
