@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg.adapt import Loader
@@ -419,7 +419,7 @@ class Database:
     def _checked_out(self, conn: psycopg.Connection[Any], _record: Any, _proxy: Any) -> None:
         self._own(conn, threading.get_ident())
         try:
-            self.engine.dialect.do_ping(conn)
+            self.engine.dialect.do_ping(cast(Any, conn))  # a DBAPI connection
         except psycopg.Error as e:  # the pool discards it and takes another
             raise DisconnectionError(redact.scrub(str(e))) from None
 
