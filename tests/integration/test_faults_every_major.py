@@ -130,7 +130,7 @@ def test_forbidden_diagnostics_functions_drop_only_their_families(
     finally:
         with own_db.connect() as conn:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-    for collector in ("replication", "autovacuum"):
+    for collector in ("replication", "autovacuum", "horizon"):
         assert value(s, "pgvigil_collector_success", collector=collector) == 1, collector
     assert value(s, "pgvigil_replication_replicas") == 0
     assert not [k for k in s if k[0].startswith("pgvigil_replication_slot_")]
@@ -138,3 +138,4 @@ def test_forbidden_diagnostics_functions_drop_only_their_families(
     assert not [k for k in s if k[0] == "pgvigil_vacuums_running"]
     assert "replication: pgvigil_replication_slot_* (pg_replication_slots) skipped" in caplog.text
     assert "autovacuum: pgvigil_vacuums_running skipped" in caplog.text
+    assert "horizon: replication slot holders (pg_replication_slots) skipped" in caplog.text

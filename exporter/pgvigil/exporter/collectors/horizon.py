@@ -63,15 +63,22 @@ FROM (
            extract(epoch FROM clock_timestamp() - prepared)
     FROM pg_prepared_xacts
     UNION ALL
-    SELECT 'replication_slot_' || slot_type, slot_name::text,
-           greatest(age(xmin), age(catalog_xmin)), NULL
-    FROM pg_replication_slots
-    WHERE xmin IS NOT NULL OR catalog_xmin IS NOT NULL
-    UNION ALL
     SELECT 'standby', coalesce(application_name, ''), age(backend_xmin), NULL
     FROM pg_stat_replication
     WHERE backend_xmin IS NOT NULL
 ) AS holders (kind, culprit, xid_age, age_seconds)
+ORDER BY kind, xid_age DESC, culprit
+"""
+
+# On its own: a managed service may forbid pg_replication_slots, which must not hide the rest.
+SLOTS_HORIZON_SQL = """
+SELECT DISTINCT ON (kind) kind, culprit, xid_age, NULL::float8 AS age_seconds
+FROM (
+    SELECT 'replication_slot_' || slot_type, slot_name::text,
+           greatest(age(xmin), age(catalog_xmin))
+    FROM pg_replication_slots
+    WHERE xmin IS NOT NULL OR catalog_xmin IS NOT NULL
+) AS holders (kind, culprit, xid_age)
 ORDER BY kind, xid_age DESC, culprit
 """
 
@@ -95,7 +102,8 @@ class HorizonCollector(Collector):
             "prepared transactions only).",
             labels=labels,
         )
-        for row in self.query(HORIZON_SQL):
+        slots = self.optional("replication slot holders (pg_replication_slots)", SLOTS_HORIZON_SQL)
+        for row in [*self.query(HORIZON_SQL), *(slots or [])]:
             key = [row.kind, row.culprit]
             xids.add_metric(key, float(row.xid_age))
             if row.age_seconds is not None:
