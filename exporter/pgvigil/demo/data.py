@@ -64,22 +64,38 @@ JOIN LATERAL (SELECT id, provider FROM conversations
 
 
 FORCE_FLUSH_SQL = "SELECT to_regproc('pg_catalog.pg_stat_force_next_flush') IS NOT NULL"
-# PostgreSQL 14's statistics collector: a session sends its counts when idle, at most every
-# 500 ms, and other sessions read a stats file up to 500 ms old.
+# PostgreSQL 14: a session sends its counts to the statistics collector when it goes idle, at
+# most every 500 ms; other sessions read the collector's file, rewritten on request.
 COLLECTOR_INTERVAL_SECONDS = 0.5
+FILE_NEWER_SQL = "SELECT pg_stat_get_snapshot_timestamp() > %s"
+FLUSH_WAIT_SECONDS = 10.0
 
 
 def flush_stats(conn: psycopg.Connection[Any]) -> None:
-    """Make this session's table and database statistics visible to other sessions now.
-    PostgreSQL 15+ has pg_stat_force_next_flush(); 14's collector is waited for instead."""
+    """Make this session's table and database statistics visible to other sessions now (an
+    autocommit connection). PostgreSQL 15+ has pg_stat_force_next_flush(); on 14 the counts
+    are sent, then the collector's file is waited for until it was written after them."""
     row = conn.execute(FORCE_FLUSH_SQL).fetchone()
     if row and row[0]:
         conn.execute("SELECT pg_stat_force_next_flush()")
         conn.execute("SELECT 1")  # the flush happens when the session next goes idle
         return
     time.sleep(COLLECTOR_INTERVAL_SECONDS)  # past the last report: the next idle one is sent
-    conn.execute("SELECT 1")
-    time.sleep(COLLECTOR_INTERVAL_SECONDS + 0.2)  # a stats file written after it is read
+    conn.execute("SELECT 1")  # sent before this statement's answer
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    sent = row[0]
+    deadline = time.monotonic() + FLUSH_WAIT_SECONDS
+    while not _fetch_bool(conn, FILE_NEWER_SQL, sent):  # each poll is a new snapshot
+        if time.monotonic() > deadline:
+            log.warning("statistics not flushed within %gs", FLUSH_WAIT_SECONDS)
+            return
+        time.sleep(0.1)
+
+
+def _fetch_bool(conn: psycopg.Connection[Any], query: str, *params: Any) -> bool:
+    row = conn.execute(query, params).fetchone()
+    return bool(row and row[0])
 
 
 def create_schema(conn: psycopg.Connection[Any]) -> None:
