@@ -15,7 +15,7 @@ def collector_rows() -> dict[str, str]:
     rows = {}
     for line in METRICS_DOC.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and re.fullmatch(r"[a-z]+", cells[0]):
+        if len(cells) == 4 and re.fullmatch(r"[a-z_]+", cells[0]):
             rows[cells[0]] = cells[3]
     return rows
 
