@@ -103,7 +103,7 @@ def test_the_collector_exports_every_family_on_each_major(pgss: tuple[int, Serve
     cfg = config_module.validate({"diagnostics": {"statements": {"top_n": 2}}}, source="test")
     db = Database(server.conninfo("postgres", options=QUIET), Timeouts())
     try:
-        samples = scrape_once(make_registry(build_scrape(db, cfg, skip=frozenset())))
+        samples = scrape_once(make_registry(build_scrape(db, cfg)))
     finally:
         db.dispose()
     with server.connect("postgres", options=QUIET) as conn:
