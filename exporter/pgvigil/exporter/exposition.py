@@ -28,7 +28,6 @@ _TYPES = {
     "gaugehistogram": ("", "histogram"),
     "unknown": ("", "untyped"),
 }
-_OPENMETRICS_ONLY = ("_created", "_gsum", "_gcount")
 
 
 @lru_cache(maxsize=4096)
@@ -61,20 +60,34 @@ class _One:
         return [self.family]
 
 
+def _go_float(value: float) -> str:
+    """floatToGoString(value), without its three comparisons for the common case: a finite
+    value below 1e6 (or in exponent form already) is Python's repr as it is."""
+    d = float(value)
+    text = repr(d)
+    # repr ends in a letter only for inf and nan; [1e6, 1e16) is where Go writes an exponent.
+    if text[-1] > "9" or 1e6 <= d < 1e16:
+        return floatToGoString(d)
+    return text
+
+
 def render(registry: Collector) -> bytes:
     """What `generate_latest(registry)` returns."""
     out: list[str] = []
+    append = out.append
     for family in registry.collect():
-        special = tuple(family.name + s for s in _OPENMETRICS_ONLY)
-        if any(s.name in special for s in family.samples):
-            out.append(generate_latest(_One(family)).decode())
+        name = family.name
+        samples = family.samples
+        special = (name + "_created", name + "_gsum", name + "_gcount")
+        if any(s.name in special for s in samples):
+            append(generate_latest(_One(family)).decode())
             continue
-        out.append(_header(family.name, family.type, family.documentation))
-        for s in family.samples:
+        append(_header(name, family.type, family.documentation))
+        for s in samples:
             head = _series_head(s.name, tuple(s.labels.items()))
             if s.timestamp is None:
-                out.append(f"{head}{floatToGoString(s.value)}\n")
+                append(f"{head}{_go_float(s.value)}\n")
             else:
                 millis = int(float(s.timestamp) * 1000)
-                out.append(f"{head}{floatToGoString(s.value)} {millis:d}\n")
+                append(f"{head}{_go_float(s.value)} {millis:d}\n")
     return "".join(out).encode()

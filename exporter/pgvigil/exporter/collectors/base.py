@@ -6,7 +6,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -54,21 +55,8 @@ class Collector:
         raise NotImplementedError
 
     def query(self, sql: str, **params: Any) -> list[Any]:
-        """Run one read query and return its rows (on the scrape's one connection, see
-        `Database.sharing`). The statement goes to psycopg directly, in its own parameter
-        style: SQLAlchemy's execution machinery was a third of a scrape's CPU, for nothing a
-        read query needs. Errors come out as SQLAlchemy's DBAPIError, as before."""
-        with self.db.reading() as conn:
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            try:
-                with raw.cursor(row_factory=namedtuple_row) as cur:
-                    cur.execute(psycopg_statement(sql), params)
-                    return cur.fetchall() if cur.description else []
-            except psycopg.Error as e:
-                raise DBAPIError.instance(
-                    sql, params, e, psycopg.Error, connection_invalidated=raw.broken
-                ) from e
+        """Run one read query and return its rows (see `read_rows`)."""
+        return read_rows(self.db, sql, params)
 
     def optional(self, families: str, sql: str, **params: Any) -> list[Any] | None:
         """Rows of a query some servers cannot answer (a view or column an older server
@@ -91,12 +79,54 @@ class Collector:
 
     def has_relation(self, name: str) -> bool:
         """Feature detection by catalog: does this view or table exist on the server?"""
-        (row,) = self.query(RELATION_EXISTS_SQL, name=name)
-        return bool(row[0])
+        return catalog_fact(self.db, RELATION_EXISTS_SQL, name=name)
 
     def has_column(self, relation: str, column: str) -> bool:
-        (row,) = self.query(COLUMN_EXISTS_SQL, relation=relation, column=column)
-        return bool(row[0])
+        return catalog_fact(self.db, COLUMN_EXISTS_SQL, relation=relation, column=column)
+
+
+def read_rows(db: Database, sql: str, params: Mapping[str, Any]) -> list[Any]:
+    """Run one read query and return its rows (on the scrape's one connection, see
+    `Database.sharing`). The statement goes to psycopg directly, in its own parameter
+    style: SQLAlchemy's execution machinery was a third of a scrape's CPU, for nothing a
+    read query needs. Errors come out as SQLAlchemy's DBAPIError, as before."""
+    with db.reading() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        try:
+            with raw.cursor(row_factory=namedtuple_row) as cur:
+                cur.execute(psycopg_statement(sql), params)
+                # pgresult, not description: description builds a Column per field.
+                result = cur.pgresult
+                return cur.fetchall() if result is not None and result.nfields else []
+        except psycopg.Error as e:
+            raise DBAPIError.instance(
+                sql, params, e, psycopg.Error, connection_invalidated=raw.broken
+            ) from e
+
+
+# What the catalog says exists changes with an upgrade or a CREATE/DROP EXTENSION, not from
+# one scrape to the next: asked again after this long, not every scrape.
+CATALOG_TTL_SECONDS = 300.0
+_catalog: weakref.WeakKeyDictionary[Database, dict[tuple[Any, ...], tuple[float, bool]]] = (
+    weakref.WeakKeyDictionary()
+)
+_catalog_lock = threading.Lock()
+
+
+def catalog_fact(db: Database, sql: str, **params: Any) -> bool:
+    """The one boolean `sql` answers on `db`, reused for CATALOG_TTL_SECONDS."""
+    key = (sql, *sorted(params.items()))
+    now = time.monotonic()
+    with _catalog_lock:
+        known = _catalog.setdefault(db, {}).get(key)
+    if known is not None and now - known[0] < CATALOG_TTL_SECONDS:
+        return known[1]
+    (row,) = read_rows(db, sql, params)
+    fact = bool(row[0])
+    with _catalog_lock:
+        _catalog.setdefault(db, {})[key] = (now, fact)
+    return fact
 
 
 # SQLAlchemy's named parameters (`:name`, not `::type` casts), as text() finds them.

@@ -21,11 +21,9 @@ import time
 import weakref
 from typing import Any
 
-from sqlalchemy import text
-
 from pgvigil.config import Config
 from pgvigil.db import Database
-from pgvigil.exporter.collectors.base import TTLCache
+from pgvigil.exporter.collectors.base import TTLCache, read_rows
 
 OTHER = "__other__"
 RANKING_TTL_SECONDS = 300.0
@@ -127,8 +125,7 @@ def largest_tables(db: Database, top_n: int) -> list[int]:
     cache = _rankings.setdefault(db, TTLCache[list[int]](RANKING_TTL_SECONDS))
 
     def rank() -> list[int]:
-        with db.reading() as conn:
-            return [r.oid for r in conn.execute(text(LARGEST_TABLES_SQL), {"top_n": top_n})]
+        return [r.oid for r in read_rows(db, LARGEST_TABLES_SQL, {"top_n": top_n})]
 
     return cache.get(rank)
 
@@ -141,8 +138,8 @@ def other_bytes(db: Database, config: Config) -> float:
     cache = _other_bytes.setdefault(db, TTLCache[float](RANKING_TTL_SECONDS))
 
     def estimate() -> float:
-        with db.reading() as conn:
-            return float(conn.execute(text(OTHER_BYTES_SQL), table_params(db, config)).scalar_one())
+        ((total,),) = read_rows(db, OTHER_BYTES_SQL, table_params(db, config))
+        return float(total)
 
     return cache.get(estimate)
 
@@ -202,8 +199,7 @@ def table_stats(db: Database, config: Config, reader: str) -> list[Any]:
     if reader != leader and taken and time.monotonic() - taken[0] < SNAPSHOT_MAX_AGE_SECONDS:
         return taken[1]
     _snapshots.pop(db, None)  # a failed read must not leave the last scrape's figures behind
-    with db.reading() as conn:
-        rows = list(conn.execute(text(TABLE_STATS_SQL), table_params(db, config)))
+    rows = read_rows(db, TABLE_STATS_SQL, table_params(db, config))
     _snapshots[db] = (time.monotonic(), rows)
     return rows
 
