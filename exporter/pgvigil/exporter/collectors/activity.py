@@ -45,25 +45,29 @@ from pgvigil.requirements import Role
 # Always exported, so that a state with no connections reads 0 rather than vanishing.
 STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)")
 
-CONNECTIONS_SQL = """
-SELECT coalesce(state, 'unknown') AS state, count(*) AS connections
-FROM pg_stat_activity
-WHERE backend_type = 'client backend'
-GROUP BY 1
-"""
-
-OLDEST_SQL = """
-SELECT current_setting('max_connections')::int AS max_connections,
-       coalesce((SELECT extract(epoch FROM max(clock_timestamp() - xact_start))
-                 FROM pg_stat_activity
-                 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()), 0)
-           AS oldest_xact,
-       coalesce((SELECT extract(epoch FROM max(clock_timestamp() - state_change))
-                 FROM pg_stat_activity
-                 WHERE state LIKE 'idle in transaction%'), 0) AS oldest_idle_xact,
-       coalesce((SELECT extract(epoch FROM max(clock_timestamp() - prepared))
-                 FROM pg_prepared_xacts), 0) AS oldest_prepared,
-       (SELECT count(*) FROM pg_locks WHERE NOT granted) AS locks_waiting
+# One row per connection state, each with the one-row ages beside it: a single round trip.
+# LEFT JOIN ... ON true keeps the ages when no state row comes back.
+ACTIVITY_SQL = """
+WITH by_state AS (
+    SELECT coalesce(state, 'unknown') AS state, count(*) AS connections
+    FROM pg_stat_activity
+    WHERE backend_type = 'client backend'
+    GROUP BY 1
+), ages AS (
+    SELECT current_setting('max_connections')::int AS max_connections,
+           coalesce((SELECT extract(epoch FROM max(clock_timestamp() - xact_start))
+                     FROM pg_stat_activity
+                     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()), 0)
+               AS oldest_xact,
+           coalesce((SELECT extract(epoch FROM max(clock_timestamp() - state_change))
+                     FROM pg_stat_activity
+                     WHERE state LIKE 'idle in transaction%'), 0) AS oldest_idle_xact,
+           coalesce((SELECT extract(epoch FROM max(clock_timestamp() - prepared))
+                     FROM pg_prepared_xacts), 0) AS oldest_prepared,
+           (SELECT count(*) FROM pg_locks WHERE NOT granted) AS locks_waiting
+)
+SELECT ages.*, by_state.state, by_state.connections
+FROM ages LEFT JOIN by_state ON true
 """
 
 # pg_locks.waitstart is PostgreSQL 14+: detected in the catalog, read on its own.
@@ -80,8 +84,10 @@ class ActivityCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         by_state = dict.fromkeys(STATES, 0.0)
-        for row in self.query(CONNECTIONS_SQL):
-            by_state[row.state] = float(row.connections)
+        rows = self.query(ACTIVITY_SQL)
+        for row in rows:
+            if row.state is not None:
+                by_state[row.state] = float(row.connections)
         connections = GaugeMetricFamily(
             "pgvigil_connections",
             "Client connections to the server by state (pg_stat_activity).",
@@ -90,8 +96,7 @@ class ActivityCollector(Collector):
         for state, count in sorted(by_state.items()):
             connections.add_metric([state], count)
 
-        (row,) = self.query(OLDEST_SQL)
-        families = self._ages(row)
+        families = self._ages(rows[0])
         if self.has_column("pg_catalog.pg_locks", "waitstart"):
             waits = self.optional("pgvigil_oldest_lock_wait_seconds", LOCK_WAIT_SQL)
             if waits:

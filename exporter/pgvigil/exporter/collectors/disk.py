@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from pgvigil.exporter.collectors.base import Collector
+from pgvigil.exporter.collectors.base import CATALOG_TTL_SECONDS, Collector, TTLCache
 from pgvigil.requirements import Role
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,14 @@ class DiskCollector(Collector):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._warned = False
+        # data_directory changes only with a restart: not asked every scrape.
+        self._setting = TTLCache[list[Any]](CATALOG_TTL_SECONDS)
 
     def _path(self) -> Path | None:
         configured = self.config.connection.data_directory
         if configured is not None:
             return configured
-        (row,) = self.query(DATA_DIRECTORY_SQL)
+        (row,) = self._setting.get(lambda: self.query(DATA_DIRECTORY_SQL))
         if row.path and Path(row.path).exists():
             return Path(row.path)
         if not self._warned:

@@ -53,16 +53,28 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from pgvigil.exporter.collectors.base import Collector
 from pgvigil.requirements import Role
 
+# One row per replica, each with this server's own recovery state beside it (one round trip);
+# LEFT JOIN ... ON true keeps that state when no replica streams from here.
 REPLICAS_SQL = """
-SELECT coalesce(application_name, '') AS application_name,
-       coalesce(host(client_addr), 'local') AS client_addr,
-       max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)) AS lag_bytes,
-       max(coalesce(extract(epoch FROM replay_lag), 0)) AS lag_seconds,
-       count(*) AS senders
-FROM pg_stat_replication
-WHERE NOT pg_is_in_recovery()
-GROUP BY 1, 2
-ORDER BY 1, 2
+WITH me AS (
+    SELECT pg_is_in_recovery() AS in_recovery,
+           CASE WHEN NOT pg_is_in_recovery() THEN NULL
+                WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
+           END AS replay_delay
+), replicas AS (
+    SELECT coalesce(application_name, '') AS application_name,
+           coalesce(host(client_addr), 'local') AS client_addr,
+           max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)) AS lag_bytes,
+           max(coalesce(extract(epoch FROM replay_lag), 0)) AS lag_seconds,
+           count(*) AS senders
+    FROM pg_stat_replication
+    WHERE NOT pg_is_in_recovery()
+    GROUP BY 1, 2
+)
+SELECT me.in_recovery, me.replay_delay, replicas.*
+FROM me LEFT JOIN replicas ON true
+ORDER BY application_name, client_addr
 """
 
 SLOTS_SQL = """
@@ -74,14 +86,6 @@ ORDER BY slot_name
 """
 
 WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
-
-REPLICA_SQL = """
-SELECT pg_is_in_recovery() AS in_recovery,
-       CASE WHEN NOT pg_is_in_recovery() THEN NULL
-            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-            ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
-       END AS replay_delay
-"""
 
 
 SLOT_FAMILIES = "pgvigil_replication_slot_* (pg_replication_slots)"
@@ -105,7 +109,9 @@ class ReplicationCollector(Collector):
             "caught up).",
             labels=labels,
         )
-        replicas = self.query(REPLICAS_SQL)
+        rows = self.query(REPLICAS_SQL)
+        me = rows[0]
+        replicas = [r for r in rows if r.senders is not None]
         for row in replicas:
             key = [row.application_name, row.client_addr]
             if row.lag_bytes is not None:
@@ -155,7 +161,6 @@ class ReplicationCollector(Collector):
             lag_seconds,
             *([] if slots is None else [active, retained, wal_status, safe]),
         ]
-        (me,) = self.query(REPLICA_SQL)
         if me.in_recovery:
             families.append(
                 GaugeMetricFamily(
