@@ -302,6 +302,9 @@ def _releasing(cls: type[psycopg.Connection[Any]]) -> type[psycopg.Connection[An
 class _Shared:
     conn: Connection | None = None
 
+    def __init__(self) -> None:
+        self.rows: dict[str, list[Any]] = {}
+
 
 class Database:
     """The watched database: a pool for collectors and a fresh-connection probe."""
@@ -476,6 +479,17 @@ class Database:
             shared, self._local.shared = self._local.shared, None
             if shared.conn is not None:
                 shared.conn.close()
+
+    def once_per_scrape(self, key: str, read: Callable[[], list[Any]]) -> list[Any]:
+        """`read()`'s rows, read once per `sharing()` block: the collectors of one scrape
+        that need the same view (pg_stat_database) share one query. A read that fails is
+        not kept, so the next one reads again; outside a block every call reads."""
+        shared: _Shared | None = getattr(self._local, "shared", None)
+        if shared is None:
+            return read()
+        if key not in shared.rows:
+            shared.rows[key] = read()
+        return shared.rows[key]
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

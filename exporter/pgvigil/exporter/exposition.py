@@ -77,13 +77,14 @@ def render(registry: Collector) -> bytes:
     append = out.append
     for family in registry.collect():
         name = family.name
-        samples = family.samples
         special = (name + "_created", name + "_gsum", name + "_gcount")
-        if any(s.name in special for s in samples):
-            append(generate_latest(_One(family)).decode())
-            continue
+        start = len(out)
         append(_header(name, family.type, family.documentation))
-        for s in samples:
+        for s in family.samples:
+            if s.name in special:  # rare: let generate_latest write the whole family
+                del out[start:]
+                append(generate_latest(_One(family)).decode())
+                break
             head = _series_head(s.name, tuple(s.labels.items()))
             if s.timestamp is None:
                 append(f"{head}{_go_float(s.value)}\n")

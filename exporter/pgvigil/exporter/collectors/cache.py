@@ -18,13 +18,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
-
-CACHE_BLOCKS_SQL = """
-SELECT datname, blks_hit, blks_read
-FROM pg_stat_database
-WHERE datname IS NOT NULL
-ORDER BY datname
-"""
+from pgvigil.exporter.collectors.database_stats import database_stats
 
 
 class CacheCollector(Collector):
@@ -42,7 +36,7 @@ class CacheCollector(Collector):
             "Blocks read from disk or the OS cache (pg_stat_database.blks_read).",
             labels=["datname"],
         )
-        for row in self.query(CACHE_BLOCKS_SQL):
+        for row in database_stats(self.db):
             hit.add_metric([row.datname], float(row.blks_hit))
             read.add_metric([row.datname], float(row.blks_read))
         return [hit, read]

@@ -28,14 +28,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from pgvigil.exporter.collectors.base import Collector
-
-DATABASE_COUNTERS_SQL = """
-SELECT datname, xact_commit, xact_rollback, deadlocks, temp_files, temp_bytes, conflicts,
-       checksum_failures
-FROM pg_stat_database
-WHERE datname IS NOT NULL
-ORDER BY datname
-"""
+from pgvigil.exporter.collectors.database_stats import database_stats
 
 # (family suffix, column, help)
 COUNTERS = (
@@ -66,7 +59,7 @@ class TransactionsCollector(Collector):
             column: CounterMetricFamily(f"pgvigil_database_{suffix}", help_text, labels=["datname"])
             for suffix, column, help_text in COUNTERS
         }
-        for row in self.query(DATABASE_COUNTERS_SQL):
+        for row in database_stats(self.db):
             for column, family in families.items():
                 value = getattr(row, column)
                 if value is not None:
