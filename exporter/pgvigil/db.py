@@ -36,6 +36,7 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
+from psycopg.rows import RowFactory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
@@ -304,6 +305,7 @@ class _Shared:
 
     def __init__(self) -> None:
         self.rows: dict[str, list[Any]] = {}
+        self.cursor: psycopg.Cursor[Any] | None = None
 
 
 class Database:
@@ -445,9 +447,14 @@ class Database:
     def probe(self) -> float:
         """Seconds to open a new connection and answer `SELECT 1`; raises when unreachable."""
         start = time.perf_counter()
-        with self.connect() as conn:
+        conn = self.connect()
+        try:
             conn.execute("SELECT 1").fetchone()
-        return time.perf_counter() - start
+            return time.perf_counter() - start
+        finally:
+            # Closed, not committed (as `with conn` would): SELECT 1 holds nothing, and the
+            # COMMIT was one more round trip per scrape.
+            conn.close()
 
     def interrupt_busy(self, owner: int | None = None) -> int:
         """Cancel the queries running on the connections of thread `owner` (every thread's
@@ -477,8 +484,26 @@ class Database:
             yield
         finally:
             shared, self._local.shared = self._local.shared, None
+            if shared.cursor is not None:
+                shared.cursor.close()
             if shared.conn is not None:
                 shared.conn.close()
+
+    @contextmanager
+    def cursor(
+        self, raw: psycopg.Connection[Any], row_factory: RowFactory[Any]
+    ) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor on `raw`: inside `sharing()` one for the whole block (a scrape's queries
+        then make one cursor, not one each), else one for this call."""
+        shared: _Shared | None = getattr(self._local, "shared", None)
+        if shared is None:
+            with raw.cursor(row_factory=row_factory) as cur:
+                yield cur
+            return
+        cur = shared.cursor
+        if cur is None or cur.closed or cur.connection is not raw:
+            cur = shared.cursor = raw.cursor(row_factory=row_factory)
+        yield cur
 
     def once_per_scrape(self, key: str, read: Callable[[], list[Any]]) -> list[Any]:
         """`read()`'s rows, read once per `sharing()` block: the collectors of one scrape

@@ -94,7 +94,7 @@ def read_rows(db: Database, sql: str, params: Mapping[str, Any]) -> list[Any]:
         raw = conn.connection.driver_connection
         assert raw is not None
         try:
-            with raw.cursor(row_factory=namedtuple_row) as cur:
+            with db.cursor(raw, namedtuple_row) as cur:
                 cur.execute(psycopg_statement(sql), params)
                 # pgresult, not description: description builds a Column per field.
                 result = cur.pgresult
