@@ -208,3 +208,28 @@ def test_created_but_not_preloaded_says_so_once(
     lines = [r.getMessage() for r in caplog.records if "pg_stat_statements" in r.getMessage()]
     assert len(lines) == 1, lines
     assert "shared_preload_libraries" in lines[0]
+
+
+def test_an_unreadable_extension_is_looked_for_again_after_a_minute(
+    machine_db: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = config_module.validate({}, source="test")
+    db = Database(machine_db.params, Timeouts())
+    now = [0.0]
+    collector = StatementsCollector(db, cfg, clock=lambda: now[0])
+    try:
+        with caplog.at_level(logging.WARNING):
+            collector.collect()
+            machine_db.execute("CREATE EXTENSION pg_stat_statements")
+            now[0] = 59.0
+            collector.collect()  # within the minute: the catalog is not asked again
+            # still the first state ("not installed"), logged once
+            assert len([r for r in caplog.records if "pg_stat_statements" in r.getMessage()]) == 1
+            now[0] = 61.0
+            collector.collect()
+    finally:
+        db.dispose()
+    lines = [r.getMessage() for r in caplog.records if "pg_stat_statements" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "CREATE EXTENSION pg_stat_statements" in lines[0]
+    assert "shared_preload_libraries" in lines[1]

@@ -75,6 +75,9 @@ FAMILIES = (
 
 Key = tuple[str, str, str]  # queryid, datname, user
 
+# While the extension cannot be read, how long before the catalog is asked again.
+UNAVAILABLE_RETRY_SECONDS = 60.0
+
 
 class StatementsCollector(Collector):
     name = "statements"
@@ -89,6 +92,7 @@ class StatementsCollector(Collector):
         self._clock = clock
         self._view: View | None = None
         self._unavailable: str | None = None
+        self._retry_at = float("-inf")
         self._window_start = float("-inf")
         self._window_base: dict[Key, float] = {}
         self._texts: dict[str, str] = {}
@@ -144,6 +148,8 @@ class StatementsCollector(Collector):
         """The view's rows, or None (logged once) when the extension cannot be read."""
         try:
             if self._view is None:
+                if self._unavailable is not None and self._clock() < self._retry_at:
+                    return None  # asked again once a minute, not every scrape
                 self._view = self._detect()
             rows = self.query(self._view.statements_sql())
         except _Unavailable as e:
@@ -176,6 +182,7 @@ class StatementsCollector(Collector):
         return View.from_columns(found[0].schema, found[0].columns)
 
     def _note_unavailable(self, reason: str) -> None:
+        self._retry_at = self._clock() + UNAVAILABLE_RETRY_SECONDS
         if self._unavailable != reason:
             log.warning("%s", reason)
         self._unavailable = reason
