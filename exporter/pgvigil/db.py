@@ -500,10 +500,10 @@ class Database:
             with raw.cursor(row_factory=row_factory) as cur:
                 yield cur
             return
-        cur = shared.cursor
-        if cur is None or cur.closed or cur.connection is not raw:
-            cur = shared.cursor = raw.cursor(row_factory=row_factory)
-        yield cur
+        kept = shared.cursor
+        if kept is None or kept.closed or kept.connection is not raw:
+            kept = shared.cursor = raw.cursor(row_factory=row_factory)
+        yield kept
 
     def once_per_scrape(self, key: str, read: Callable[[], list[Any]]) -> list[Any]:
         """`read()`'s rows, read once per `sharing()` block: the collectors of one scrape
