@@ -78,7 +78,8 @@ def archive_shape(name: str, ddl: str, says: str, setup: str = MESSAGES) -> Shap
     return Shape(f"archive_{name}", setup + ddl, "refused", says)
 
 
-PARTITIONED = """
+# messages partitioned at 15 days ago, empty; each shape inserts its own rows.
+PARTITIONED_TABLE = """
 CREATE TABLE messages (id bigint NOT NULL, provider text, message_type text,
                        created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at))
   PARTITION BY RANGE (created_at);
@@ -86,11 +87,15 @@ CREATE TABLE messages_old PARTITION OF messages
   FOR VALUES FROM ('-infinity') TO (now() - interval '15 days');
 CREATE TABLE messages_recent PARTITION OF messages
   FOR VALUES FROM (now() - interval '15 days') TO ('infinity');
-INSERT INTO messages
+"""
+PARTITIONED = (
+    PARTITIONED_TABLE
+    + """INSERT INTO messages
 SELECT g, 'p', 't', now() - make_interval(days => CASE WHEN g % 2 = 0 THEN 20 ELSE 12 END
                                                   - CASE WHEN g > 100 THEN 11 ELSE 0 END)
 FROM generate_series(1, 150) g;
 """
+)
 TRIGGER_FN = """
 CREATE TABLE audit (message_id bigint, at timestamptz DEFAULT now());
 INSERT INTO audit VALUES (0);
@@ -658,18 +663,13 @@ def test_autovacuum_behind_pauses_archival(shape_db: Db) -> None:
         assert "100 rows moved" in sidecar.message("archive")
 
 
-MOVING = """
-CREATE TABLE messages (id bigint NOT NULL, provider text, message_type text,
-                       created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at))
-  PARTITION BY RANGE (created_at);
-CREATE TABLE messages_old PARTITION OF messages
-  FOR VALUES FROM ('-infinity') TO (now() - interval '15 days');
-CREATE TABLE messages_recent PARTITION OF messages
-  FOR VALUES FROM (now() - interval '15 days') TO ('infinity');
-INSERT INTO messages
+MOVING = (
+    PARTITIONED_TABLE
+    + """INSERT INTO messages
 SELECT g, 'p', 't', now() - make_interval(days => CASE WHEN g <= 3000 THEN 20 ELSE 1 END)
 FROM generate_series(1, 4000) g;
 """
+)
 # 20 days old <-> 12 days old: from one partition to the other, past the retention either way.
 MOVE_SQL = """
 UPDATE messages SET provider = %(provider)s,

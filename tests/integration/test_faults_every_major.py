@@ -25,7 +25,7 @@ from tests.integration.test_faults import failed_collectors, report, stopped, ti
 from tests.support.inprocess import scraper
 from tests.support.postgres import Server, wait_until
 from tests.support.processes import Process, pgvigil_serve, sample
-from tests.support.samples import scrape_once, value
+from tests.support.samples import Samples, scrape_once, value
 
 pytestmark = pytest.mark.every_major
 
@@ -84,22 +84,30 @@ def test_a_stopped_own_backend_answers_by_the_deadline(tmp_path: Path, own_db: D
     report(f"PG{major} SIGSTOP of the pooled backend", answer=elapsed, recover=recover)
 
 
-def test_a_refused_optional_query_drops_only_its_own_families(
-    own_db: Db, caplog: pytest.LogCaptureFixture
-) -> None:
-    role = f"pgvigil_plain_{uuid.uuid4().hex[:8]}"
-    with own_db.connect() as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+def scrape_as_new_role(
+    db: Db, prefix: str, options: str, caplog: pytest.LogCaptureFixture
+) -> Samples:
+    """One scrape as a role created for it (`CREATE ROLE ... {options}`), dropped after;
+    warnings captured in caplog."""
+    role = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with db.connect() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} " + options).format(sql.Identifier(role)))
     try:
-        registry, pool = scraper({**own_db.params, "user": role})
+        registry, pool = scraper({**db.params, "user": role})
         try:
             with caplog.at_level(logging.WARNING):
-                s = scrape_once(registry)
+                return scrape_once(registry)
         finally:
             pool.dispose()
     finally:
-        with own_db.connect() as conn:
+        with db.connect() as conn:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_refused_optional_query_drops_only_its_own_families(
+    own_db: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = scrape_as_new_role(own_db, "pgvigil_plain", "LOGIN", caplog)
     assert value(s, "pgvigil_collector_success", collector="checkpoints") == 1
     assert value(s, "pgvigil_checkpoints_total", kind="timed") is not None
     assert value(s, "pgvigil_wal_segments") is None
@@ -113,23 +121,10 @@ FORBIDDEN = ("pg_get_replication_slots()", "pg_stat_get_progress_info(text)")
 def test_forbidden_diagnostics_functions_drop_only_their_families(
     own_db: Db, caplog: pytest.LogCaptureFixture
 ) -> None:
-    role = f"pgvigil_monitor_{uuid.uuid4().hex[:8]}"
     with own_db.connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE pg_monitor").format(sql.Identifier(role))
-        )
         for function in FORBIDDEN:
             conn.execute(f"REVOKE EXECUTE ON FUNCTION pg_catalog.{function} FROM PUBLIC")
-    try:
-        registry, pool = scraper({**own_db.params, "user": role})
-        try:
-            with caplog.at_level(logging.WARNING):
-                s = scrape_once(registry)
-        finally:
-            pool.dispose()
-    finally:
-        with own_db.connect() as conn:
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    s = scrape_as_new_role(own_db, "pgvigil_monitor", "LOGIN IN ROLE pg_monitor", caplog)
     for collector in ("replication", "autovacuum", "horizon"):
         assert value(s, "pgvigil_collector_success", collector=collector) == 1, collector
     assert value(s, "pgvigil_replication_replicas") == 0
