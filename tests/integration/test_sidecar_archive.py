@@ -107,6 +107,35 @@ def test_batch_halves_on_lock_timeout_then_gives_up(machine_db: Db) -> None:
     assert machine_db.execute("SELECT count(*) FROM messages_archive")[0][0] == 334
 
 
+def test_a_row_another_session_holds_is_skipped_and_taken_next_run(machine_db: Db) -> None:
+    """A batch waits ROW_WAIT_SECONDS for a row an application session holds, then runs its
+    range again skipping held rows; the held row moves on the next run."""
+    _fill(machine_db)
+    held = machine_db.execute(
+        "SELECT id FROM messages WHERE created_at < now() - interval '10 days' "
+        "ORDER BY id OFFSET 900 LIMIT 1"
+    )[0][0]
+    before = sorted(r[0] for r in machine_db.execute("SELECT id FROM messages"))
+    settings = _settings(batch_target_seconds=None)
+    with in_process(machine_db.params, settings) as sidecar:
+        with machine_db.connect(autocommit=False) as holder:
+            holder.execute("SELECT FROM messages WHERE id = %s FOR UPDATE", (held,))
+            assert sidecar.run("archive") == "success", sidecar.message("archive")
+            holder.rollback()
+        assert "2000 rows moved in 3 batches" in sidecar.message("archive")
+        skipped = [line for line in sidecar.lines if "this batch skips held rows" in line]
+        assert skipped == [
+            "public.messages: canceling statement due to lock timeout: this batch skips held rows"
+        ]
+        remaining, old_left, archived, _ = machine_db.execute(COUNTS)[0]
+        assert (remaining, old_left, archived) == (1000, 1, 2000)
+        assert machine_db.execute("SELECT count(*) FROM messages WHERE id = %s", (held,)) == [(1,)]
+        assert sidecar.run("archive") == "success"
+        assert "1 rows moved in 1 batches" in sidecar.message("archive")
+    assert sorted(r[0] for r in machine_db.execute(KEYS)) == before
+    assert machine_db.execute(COUNTS)[0][1:3] == (0, 2001)
+
+
 def test_archive_without_primary_key_is_refused(machine_db: Db) -> None:
     _fill(machine_db, rows=200)
     machine_db.execute("CREATE TABLE messages_archive (LIKE messages)")

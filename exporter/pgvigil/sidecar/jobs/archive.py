@@ -34,14 +34,16 @@ from pgvigil.requirements import SchemaPrivilege, TablePrivilege
 from pgvigil.sidecar.context import Job, JobContext
 from pgvigil.sidecar.jobs.archive_batch import (
     FIRST_TIMED_BATCH,
+    ROW_WAIT_SECONDS,
     BatchMismatch,
     Statements,
     estimate_rows,
     first_key,
-    last_key,
+    key_range,
     move_batch,
     next_limit,
     statements,
+    wait_for_rows,
 )
 from pgvigil.sidecar.jobs.archive_inspect import (
     ArchiveError,
@@ -238,15 +240,20 @@ def _move(
     limit = min(s.batch_size, FIRST_TIMED_BATCH) if s.batch_target_seconds else s.batch_size
     regrowing = False  # batches grow back after timeouts shrank them
     checked_strain = -float("inf")
-    after: list[str] | None = None  # the last key moved or held back: the next batch is past it
     narrowing = False  # a rejected batch is being narrowed down to its offending rows
+    careful = False  # this range again, skipping the rows other sessions hold
     retries = 0
     estimate = estimate_rows(conn, st, cutoff)
     ctx.state.archive_rows_left(source.schema, source.table, estimate)
-    upto = last_key(conn, st, cutoff)
+    keys = key_range(conn, st, cutoff)
+    # From the first key past the cutoff (included), then past each batch's last key.
+    after, last = keys if keys is not None else ([], [])
+    from_start = keys is not None
+    row_wait = min(ROW_WAIT_SECONDS, s.lock_timeout_seconds)
+    wait_for_rows(conn, row_wait)
     start = time.perf_counter()
     last_report = start
-    while upto is not None and after != upto and not ctx.stopping():
+    while (from_start or after != last) and not ctx.stopping():
         if time.perf_counter() - checked_strain >= s.strain_check_seconds:
             if not _wait_for_calm(ctx, conn, source, s, result):
                 result.outcome = "deferred"
@@ -254,8 +261,15 @@ def _move(
             checked_strain = time.perf_counter()
         batch_start = time.perf_counter()
         try:
-            moved, last_moved = move_batch(conn, st, cutoff, after, upto, limit)
+            moved, upper = move_batch(conn, st, cutoff, after, from_start, last, limit, careful)
         except (errors.QueryCanceled, errors.LockNotAvailable) as e:
+            if isinstance(e, errors.LockNotAvailable) and not careful:
+                # A row (or the table) is held: the same range again, skipping held rows,
+                # waiting the full lock_timeout for the table only.
+                careful = True
+                wait_for_rows(conn, s.lock_timeout_seconds)
+                ctx.progress(f"{source.name}: {_one_line(e)}: this batch skips held rows")
+                continue
             result.timeouts += 1
             ctx.state.archive_timeout(source.schema, source.table)
             if result.timeouts > s.max_timeouts:
@@ -264,6 +278,7 @@ def _move(
                 ) from None
             limit = max(s.smallest_batch, limit // 2)
             regrowing = True
+            careful = _quick(conn, careful, row_wait)
             ctx.progress(f"{source.name}: batch timed out, retrying with {limit} rows")
             continue
         except (*CONCURRENT, BatchMismatch) as e:
@@ -284,12 +299,12 @@ def _move(
                 limit = max(1, limit // 2)
                 narrowing = True
                 continue
-            key = first_key(conn, st, cutoff, after, upto)
+            key = first_key(conn, st, cutoff, after, from_start, last)
             if key is None:  # the row went away meanwhile
                 continue
             result.held_back.append(f"({', '.join(source.key)})=({', '.join(key)}): {_reason(e)}")
             ctx.progress(f"{source.name}: held back {result.held_back[-1]}")
-            after = key
+            after, from_start = key, False
             if len(result.held_back) > s.max_held_back_rows:
                 raise ArchiveError(
                     f"{len(result.held_back)} rows held back (max_held_back_rows), "
@@ -297,16 +312,16 @@ def _move(
                 ) from None
             continue
         elapsed = time.perf_counter() - batch_start
-        if moved == 0:
-            break
+        careful = _quick(conn, careful, row_wait)
         retries = 0
         result.moved += moved
         result.batches += 1
         result.longest_batch_seconds = max(result.longest_batch_seconds, elapsed)
-        ctx.state.archived(source.schema, source.table, moved)
-        ctx.state.archive_rows_left(source.schema, source.table, estimate - result.moved)
-        after = last_moved
-        grown = next_limit(s, limit, moved, elapsed, narrowing)
+        if moved:
+            ctx.state.archived(source.schema, source.table, moved)
+            ctx.state.archive_rows_left(source.schema, source.table, estimate - result.moved)
+        after, from_start = upper, False
+        grown = next_limit(s, limit, elapsed, narrowing)
         if regrowing and grown > limit:
             ctx.progress(f"{source.name}: batches grow back to {grown} rows")
         regrowing = regrowing and grown > limit
@@ -324,6 +339,7 @@ def _move(
         if s.pause_seconds:
             ctx.stop.wait(s.pause_seconds)
     result.seconds = time.perf_counter() - start
+    wait_for_rows(conn, s.lock_timeout_seconds)  # as configured again, for the ANALYZE
     if ctx.stopping():
         result.outcome = "stopped"
     elif result.held_back and result.outcome == "moved":
@@ -334,6 +350,13 @@ def _move(
         ctx.state.archive_rows_left(source.schema, source.table, 0)
         if ctx.progress_bar is not None and result.moved:
             ctx.progress_bar(source.name, result.moved, result.moved)  # the estimate was off
+
+
+def _quick(conn: psycopg.Connection[Any], careful: bool, row_wait: float) -> bool:
+    """Back from the careful statement to the quick one (False: not careful)."""
+    if careful:
+        wait_for_rows(conn, row_wait)
+    return False
 
 
 def _wait_for_calm(
