@@ -4,8 +4,8 @@ Each application table is archived on its own: it is inspected first (archive_in
 shape that cannot be archived faithfully is refused, nothing touched), then moved in batches
 (archive_batch: one verified statement per transaction, so a crash, even SIGKILL, leaves whole
 batches only). A refused or failing table is reported and the next table still runs; the job
-fails at the end when any table did. Batches are ordered by primary key and sized by time
-(`batch_target_seconds`, at most `batch_size` rows), since a batch holds its row locks until
+fails at the end when any table did. Batches are ranges of the primary key, sized by time
+(`batch_target_seconds`, at most `batch_size` keys), since a batch holds its row locks until
 it commits; a batch that times out is retried at half the size. A batch the archive rejects (a check
 constraint, a key already archived, a reference) narrows down to the offending rows, which are
 held back and reported; the rest move and the next run tries them again. Between batches the

@@ -10,7 +10,7 @@ or none of it.
 
 Why a key range: the DELETE then finds its rows in one index range scan and locks each once,
 as it deletes it. Picking the rows first, `ORDER BY key LIMIT n FOR UPDATE SKIP LOCKED`, costs
-a second visit and a row lock (a WAL record) per row: about a quarter of the rate
+a second visit and a row lock (a WAL record) per row: the range ran 1.15-1.36x as fast
 (docs/benchmarks.md, run 8). The DELETE waits for a row an application session holds, but
 only `ROW_WAIT_SECONDS`; the batch then runs again as the *careful* statement, which picks
 its rows `FOR UPDATE SKIP LOCKED` and leaves the held ones for the next run.
