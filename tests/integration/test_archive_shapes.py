@@ -116,6 +116,22 @@ FROM generate_series(1, 150) g;
 
 SHAPES = [
     Shape("plain", MESSAGES, "moved"),
+    # Batches are key ranges from the first to the last key past the cutoff: keys that run
+    # against time (the oldest rows have the largest keys), and keys in no time order, where
+    # every range holds young rows to step over (and a batch of young rows only moves none).
+    Shape("keys_against_time", MESSAGES.replace("g <= 100", "g > 50"), "moved"),
+    Shape(
+        "keys_in_no_time_order",
+        """
+        CREATE TABLE messages (id text PRIMARY KEY, provider text, message_type text,
+                               created_at timestamptz);
+        INSERT INTO messages
+        SELECT md5(g::text), 'p', 't',
+               now() - make_interval(days => CASE WHEN g % 3 = 0 OR g % 50 < 9 THEN 1 ELSE 20 END)
+        FROM generate_series(1, 300) g;
+        """,
+        "moved",
+    ),
     fk("CASCADE"),
     fk("SET NULL"),
     fk("SET DEFAULT"),
