@@ -89,11 +89,13 @@ def explain(e: psycopg.Error, params: Mapping[str, Any]) -> str:
             "for the sidecar's role sql/maintenance_role.sql"
         )
     elif "database" in reason and "does not exist" in reason:
-        hint = "correct dbname in the DSN (DATA_SOURCE_NAME or connection.dsn)"
+        hint = "correct dbname in DATA_SOURCE_NAME or connection.dsn"
     elif "password authentication failed" in reason or "no password supplied" in reason:
         hint = "check the password (DATA_SOURCE_PASS_FILE, connection.password_file or the DSN)"
     elif "permission denied for database" in reason or "CONNECT privilege" in reason:
         hint = f"GRANT CONNECT ON DATABASE {dbname} TO {user};"
+    elif "invalid" in reason and "value" in reason:  # an option libpq refused
+        hint = "correct it in DATA_SOURCE_NAME or connection.dsn"
     elif "pg_hba.conf" in reason:
         hint = "the server's pg_hba.conf has no line letting this role in from here"
     else:

@@ -117,6 +117,23 @@ class Timeouts:
         return cls(c.connect_timeout_seconds, c.statement_timeout_seconds, c.lock_timeout_seconds)
 
 
+# The libpq options whose value is one of a few words: checked with the config (so that
+# `--check-config` finds them offline), as libpq would only refuse them when connecting.
+CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": (
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ),
+}
+
+
 def resolve_conninfo(
     config: ConnectionConfig, environ: Mapping[str, str] = os.environ
 ) -> dict[str, Any]:
@@ -142,6 +159,13 @@ def resolve_conninfo(
             "the DSN cannot be parsed: a %-encoded part of it is not valid UTF-8"
         ) from None
     redact.register_secret(params.get("password"))
+    for option, allowed in CHOICES.items():
+        value = params.get(option)
+        if value is not None and value not in allowed:
+            raise DsnError(
+                f"the DSN's {option} is not one of {', '.join(allowed)}: "
+                f"{redact.scrub(str(value))!r}"
+            )
     port = str(params.get("port", ""))
     if port and not all(p.strip().isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
         raise DsnError(f"the DSN's port is not a port number (1-65535): {redact.scrub(port)!r}")

@@ -68,6 +68,19 @@ TYPOS = {
         2,
         "pgvigil: the DSN's port is not a port number (1-65535): '99999'",
     ),
+    # Refused with the config, so --check-config finds it too (libpq only when connecting).
+    "sslmode": (
+        {"sslmode": "bogus"},
+        2,
+        "pgvigil: the DSN's sslmode is not one of disable, allow, prefer, require, verify-ca, "
+        "verify-full: 'bogus'",
+    ),
+    "an option's value libpq refuses": (
+        {"keepalives_idle": "soon"},
+        1,
+        'invalid integer value "soon" for connection option "keepalives_idle" (correct it in '
+        "DATA_SOURCE_NAME or connection.dsn)",
+    ),
 }
 
 
