@@ -14,6 +14,7 @@ from builder import (
     Board,
     Panel,
     rising,
+    target_labels,
     value_mapping,
 )
 from pgvigil.config.thresholds import Thresholds
@@ -27,16 +28,14 @@ EXPORTED = f'{INSTANCE}, queryid!="__other__"'
 def blocker_info(t: Thresholds) -> str:
     """The join that gives a per-pid blocker family the labels of pgvigil_lock_blocker_info,
     on what identifies a target in the rules (the fleet's labels, job, instance)."""
-    target = ", ".join([*t.fleet_labels, "job", "instance"])
     return (
-        f"* on ({target}, pid) group_left (user, application_name, state) "
+        f"* on ({target_labels(t)}, pid) group_left (user, application_name, state) "
         f"pgvigil_lock_blocker_info{{{INSTANCE}}}"
     )
 
 
 def slot_join(t: Thresholds) -> str:
-    target = ", ".join([*t.fleet_labels, "job", "instance"])
-    return f"* on ({target}, slot_name, slot_type) group_left (wal_status)"
+    return f"* on ({target_labels(t)}, slot_name, slot_type) group_left (wal_status)"
 
 
 def top_query_panels() -> list[Panel]:

@@ -14,6 +14,7 @@ from builder import (
     Steps,
     falling,
     rising,
+    target_labels,
     value_mapping,
 )
 from pgvigil.config.thresholds import Thresholds
@@ -211,7 +212,7 @@ def panels(t: Thresholds) -> list[Panel]:
             "percentunit",
             [
                 (
-                    f"pgvigil_database_xid_age{{{INSTANCE}}} / on (job, instance) group_left "
+                    f"pgvigil_database_xid_age{{{INSTANCE}}} / on ({target_labels(t)}) group_left "
                     f"pgvigil_autovacuum_freeze_max_age{{{INSTANCE}}}",
                     "{{datname}}",
                 )

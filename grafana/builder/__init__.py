@@ -30,6 +30,7 @@ from builder.variables import (
     INSTANCE,
     instance_matcher,
     query_variable,
+    target_labels,
     textbox_variable,
 )
 from pgvigil.config.thresholds import Thresholds
@@ -51,6 +52,7 @@ __all__ = [
     "render",
     "rising",
     "serialise",
+    "target_labels",
     "textbox_variable",
     "value_mapping",
 ]

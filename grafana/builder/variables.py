@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from builder.panels import DS
+from pgvigil.config.thresholds import Thresholds
 
 DATASOURCE: dict[str, Any] = {
     "name": "datasource",
@@ -69,3 +70,9 @@ EXPORTER = query_variable(
     "instance", "Exporter", f"label_values(pgvigil_up{{{CLUSTER}}}, instance)"
 )
 INSTANCE = instance_matcher(EXPORTER)
+
+
+def target_labels(t: Thresholds) -> str:
+    """What identifies one target in a join (`on (...)`), as in the rules: the fleet's
+    labels, job and instance."""
+    return ", ".join([*t.fleet_labels, "job", "instance"])

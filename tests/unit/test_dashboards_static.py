@@ -132,6 +132,10 @@ def test_datasource_cluster_and_instance_variables(name: str) -> None:
                 assert 'cluster=~"$cluster"' in matchers, f"{where}: {metric}"
                 if not re.match(r"(pgvigil_report_|ALERTS$)", metric):
                     assert f'instance=~"{var}"' in matchers, f"{where}: {metric}"
+            # A join matches one target only with every label that identifies one: in a
+            # fleet, (job, instance) pairs repeat across clusters.
+            for labels in re.findall(r"\bon \(([^)]*)\)", expr):
+                assert labels.startswith("cluster, region, job, instance"), where
 
 
 def thresholds_of(title: str, board: dict[str, Any]) -> list[float | None]:
