@@ -8,6 +8,13 @@ pgvigil with discovery, and VictoriaMetrics (Debian's `victoria-metrics`) scrapi
 (and writes as JSON with --out) the series of each page, the samples the store took in and
 the bytes it holds on disk, read from its own /metrics (`vm_rows{type=~"storage/.*"}`,
 `vm_data_size_bytes`) and /api/v1/status/tsdb. docs/sizing.md explains the figures.
+
+    .venv/bin/python bench/sizing.py --statements 60 --minutes 0
+
+With `--statements N` the cluster preloads pg_stat_statements and N distinct queries run
+before the pages are read, so /metrics carries the statements collector at its top N (its
+ranking window shortened to 1 s, so that the steady state comes in seconds); `--minutes 0`
+reads the pages only, without VictoriaMetrics.
 """
 
 from __future__ import annotations
@@ -51,15 +58,47 @@ def vm_figures(base: str) -> dict[str, float]:
     return out
 
 
+STATEMENTS_SETTINGS = {"shared_preload_libraries": "pg_stat_statements"}
+STATEMENTS_CONFIG = "diagnostics:\n  statements: {window_seconds: 1, windows: 1}\n"
+
+
+def run_statements(params: dict[str, Any], dbname: str, count: int) -> None:
+    """`count` distinct queries (a table each), each run a few times."""
+    with psycopg.connect(**{**params, "dbname": dbname}, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        for i in range(count):
+            table = sql.Identifier(f"t{i}")
+            conn.execute(sql.SQL("CREATE TABLE {} (g int)").format(table))
+            conn.execute(sql.SQL("INSERT INTO {} SELECT generate_series(1, 100)").format(table))
+        for _ in range(3):
+            for i in range(count):
+                query = sql.SQL("SELECT count(*) FROM {} WHERE g % 7 = 3")
+                conn.execute(query.format(sql.Identifier(f"t{i}")))
+
+
+def series_by_family(page: str, prefix: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in page.splitlines():
+        if line.startswith(prefix):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--interval", default="1s", help="scrape interval of VictoriaMetrics")
     p.add_argument("--databases", type=int, default=3)
+    p.add_argument("--statements", type=int, default=0, help="distinct queries to run")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pgvigil-sizing-"))
-    c = clusters.Cluster(clusters.find_binaries(), prefix="pgvigil-sizing-")
+    if args.statements:
+        binaries = clusters.find_binaries(library="pg_stat_statements")
+        c = clusters.Cluster(binaries, prefix="pgvigil-sizing-", settings=STATEMENTS_SETTINGS)
+    else:
+        c = clusters.Cluster(clusters.find_binaries(), prefix="pgvigil-sizing-")
     c.start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -75,7 +114,12 @@ def main() -> int:
                     "INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 100) g"
                 )
         config = work / "pgvigil.yml"
-        config.write_text("targets:\n  discovery:\n    enabled: true\n    include: ['sized_.*']\n")
+        config.write_text(
+            "targets:\n  discovery:\n    enabled: true\n    include: ['sized_.*']\n"
+            + (STATEMENTS_CONFIG if args.statements else "")
+        )
+        if args.statements:
+            run_statements(params, names[0], args.statements)
         port = free_port()
         cmd, env = PgvigilSource.command(
             "--log.level=warning",
@@ -98,9 +142,22 @@ def main() -> int:
                 break
             except OSError:
                 time.sleep(0.2)
-        pages = {"/metrics": count_series(get(f"http://{exporter}/metrics"))}
+        if args.statements:  # two ranking windows: the top N enters after the first
+            for _ in range(3):
+                get(f"http://{exporter}/metrics")
+                time.sleep(1.2)
+        page = get(f"http://{exporter}/metrics")
+        pages = {"/metrics": count_series(page)}
         for n in names:
             pages[f"/probe?target={n}"] = count_series(get(f"http://{exporter}/probe?target={n}"))
+        families = series_by_family(page, "pgvigil_statement")
+        if args.minutes <= 0:
+            result = {"pages_series": pages, "statements_series_by_family": families}
+            text = json.dumps(result, indent=1)
+            print(text)
+            if args.out:
+                args.out.write_text(text + "\n")
+            return 0
         scrape = work / "scrape.yml"
         scrape.write_text(
             "global:\n"
