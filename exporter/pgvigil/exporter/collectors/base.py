@@ -50,6 +50,7 @@ class Collector:
         # server-wide series, which a collector then leaves out (else N databases, N^2 series).
         self.server_scraped_elsewhere = False
         self._optional_failing: set[str] = set()
+        self._together_failed: dict[str, float] = {}
 
     def collect(self) -> Iterable[Metric]:
         raise NotImplementedError
@@ -77,12 +78,50 @@ class Collector:
             self._optional_failing.discard(families)
         return rows
 
+    def together(self, families: Iterable[str], sql: str, **params: Any) -> Any | None:
+        """The one row of `sql`, a statement that reads several optional one-row queries at
+        once (one round trip instead of one each), or None when it fails, or failed less than
+        TOGETHER_RETRY_SECONDS ago: the caller then runs the parts one by one with
+        `optional`, so that a part that fails drops only its own families and is logged as
+        such. Nothing is logged here. `families` are the parts' names as given to `optional`:
+        one that was failing answers again. A lost connection still fails the collector."""
+        failed_at = self._together_failed.get(sql)
+        if failed_at is not None and time.monotonic() - failed_at < TOGETHER_RETRY_SECONDS:
+            return None
+        try:
+            rows = self.query(sql, **params)
+        except DBAPIError as e:
+            if e.connection_invalidated:
+                raise
+            self._together_failed[sql] = time.monotonic()
+            return None
+        self._together_failed.pop(sql, None)
+        for name in families:
+            if name in self._optional_failing:
+                log.info("%s: %s answer again", self.name, name)
+                self._optional_failing.discard(name)
+        (row,) = rows
+        return row
+
     def has_relation(self, name: str) -> bool:
         """Feature detection by catalog: does this view or table exist on the server?"""
         return catalog_fact(self.db, RELATION_EXISTS_SQL, name=name)
 
     def has_column(self, relation: str, column: str) -> bool:
         return catalog_fact(self.db, COLUMN_EXISTS_SQL, relation=relation, column=column)
+
+
+# Optional queries read together that failed run one by one for this long before the
+# statement that joins them is tried again: one that keeps failing (a function a managed
+# service forbids) then costs one extra statement every few minutes, not every scrape.
+TOGETHER_RETRY_SECONDS = 300.0
+
+
+@lru_cache(maxsize=64)
+def one_row_of_each(*parts: str) -> str:
+    """One statement that returns, in one row, the columns of each of `parts` (queries of
+    one row each, whose column names differ)."""
+    return "SELECT * FROM " + ", ".join(f"({part}) AS part{i}" for i, part in enumerate(parts))
 
 
 def read_rows(db: Database, sql: str, params: Mapping[str, Any]) -> list[Any]:

@@ -46,10 +46,11 @@ are dropped, with one log line naming them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from pgvigil.exporter.collectors.base import Collector
+from pgvigil.exporter.collectors.base import Collector, one_row_of_each
 from pgvigil.requirements import Role
 
 CHECKPOINTS_BEFORE_17_SQL = """
@@ -90,6 +91,13 @@ SELECT a.archived_count, a.failed_count, extract(epoch FROM a.stats_reset) AS ar
 FROM pg_stat_archiver a
 """
 
+# Each optional query with the families it feeds (what a failure's log line names).
+OPTIONAL = {
+    WAL_STATS_SQL: "pgvigil_wal_*_total (pg_stat_wal)",
+    WAL_FILES_SQL: "pgvigil_wal_segments, pgvigil_wal_size_bytes",
+    ARCHIVER_SQL: "pgvigil_wal_archived_total, archive failures",
+}
+
 
 def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, help_text, value=float(value))
@@ -105,9 +113,24 @@ class CheckpointsCollector(Collector):
     requires = (Role("pg_monitor"),)
 
     def collect(self) -> Iterable[Metric]:
-        # Feature detection by catalog: PostgreSQL 17 moved the counters to their own view.
+        # Feature detection by catalog: PostgreSQL 17 moved the counters to their own view;
+        # PostgreSQL 13 has no pg_stat_wal.
         since_17 = self.has_relation("pg_catalog.pg_stat_checkpointer")
-        (cp,) = self.query(CHECKPOINTS_SINCE_17_SQL if since_17 else CHECKPOINTS_BEFORE_17_SQL)
+        has_wal = self.has_relation("pg_catalog.pg_stat_wal")
+        checkpoints_sql = CHECKPOINTS_SINCE_17_SQL if since_17 else CHECKPOINTS_BEFORE_17_SQL
+        optional = (WAL_STATS_SQL, WAL_FILES_SQL, ARCHIVER_SQL) if has_wal else (WAL_FILES_SQL, ARCHIVER_SQL)
+        # Usually all four answer: one round trip. When one fails they run one by one, each
+        # optional part on its own.
+        row = self.together(
+            [OPTIONAL[sql] for sql in optional], one_row_of_each(checkpoints_sql, *optional)
+        )
+        if row is not None:
+            cp, wal, files, archiver = row, row if has_wal else None, row, row
+        else:
+            (cp,) = self.query(checkpoints_sql)
+            wal = self._one(WAL_STATS_SQL) if has_wal else None
+            files = self._one(WAL_FILES_SQL)
+            archiver = self._one(ARCHIVER_SQL)
         checkpoints = CounterMetricFamily(
             "pgvigil_checkpoints", "Checkpoints performed, by what started them.", labels=["kind"]
         )
@@ -139,27 +162,24 @@ class CheckpointsCollector(Collector):
         ]
         resets = {"bgwriter": cp.bgwriter_reset, "checkpointer": cp.checkpointer_reset}
 
-        wal = self._wal_stats()
         if wal is not None:
-            families += wal[0]
-            resets["wal"] = wal[1]
-        files = self.optional("pgvigil_wal_segments, pgvigil_wal_size_bytes", WAL_FILES_SQL)
-        if files:
+            families += _wal_families(wal)
+            resets["wal"] = wal.wal_reset
+        if files is not None:
             families += [
                 GaugeMetricFamily(
                     "pgvigil_wal_segments",
                     "WAL segment files in pg_wal.",
-                    value=float(files[0].segments),
+                    value=float(files.segments),
                 ),
                 GaugeMetricFamily(
                     "pgvigil_wal_size_bytes",
                     "Size of the WAL segment files in pg_wal.",
-                    value=float(files[0].segment_bytes),
+                    value=float(files.segment_bytes),
                 ),
             ]
-        archiver = self.optional("pgvigil_wal_archived_total, archive failures", ARCHIVER_SQL)
-        if archiver:
-            a = archiver[0]
+        if archiver is not None:
+            a = archiver
             families += [
                 _counter(
                     "pgvigil_wal_archived",
@@ -184,24 +204,23 @@ class CheckpointsCollector(Collector):
                 reset_family.add_metric([view], float(at))
         return [*families, reset_family]
 
-    def _wal_stats(self) -> tuple[list[Metric], float | None] | None:
-        if not self.has_relation("pg_catalog.pg_stat_wal"):
-            return None  # PostgreSQL 13: no WAL statistics view
-        rows = self.optional("pgvigil_wal_*_total (pg_stat_wal)", WAL_STATS_SQL)
-        if not rows:
-            return None
-        w = rows[0]
-        return [
-            _counter("pgvigil_wal_records", "WAL records generated (pg_stat_wal).", w.wal_records),
-            _counter(
-                "pgvigil_wal_full_page_images",
-                "WAL full page images generated (pg_stat_wal).",
-                w.wal_fpi,
-            ),
-            _counter("pgvigil_wal_bytes", "WAL generated, in bytes (pg_stat_wal).", w.wal_bytes),
-            _counter(
-                "pgvigil_wal_buffers_full",
-                "Times WAL was written because the WAL buffers were full (pg_stat_wal).",
-                w.wal_buffers_full,
-            ),
-        ], w.wal_reset
+    def _one(self, sql: str) -> Any | None:
+        rows = self.optional(OPTIONAL[sql], sql)
+        return rows[0] if rows else None
+
+
+def _wal_families(w: Any) -> list[Metric]:
+    return [
+        _counter("pgvigil_wal_records", "WAL records generated (pg_stat_wal).", w.wal_records),
+        _counter(
+            "pgvigil_wal_full_page_images",
+            "WAL full page images generated (pg_stat_wal).",
+            w.wal_fpi,
+        ),
+        _counter("pgvigil_wal_bytes", "WAL generated, in bytes (pg_stat_wal).", w.wal_bytes),
+        _counter(
+            "pgvigil_wal_buffers_full",
+            "Times WAL was written because the WAL buffers were full (pg_stat_wal).",
+            w.wal_buffers_full,
+        ),
+    ]
