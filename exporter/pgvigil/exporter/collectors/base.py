@@ -134,7 +134,10 @@ def read_rows(db: Database, sql: str, params: Mapping[str, Any]) -> list[Any]:
         assert raw is not None
         try:
             with db.cursor(raw, namedtuple_row) as cur:
-                cur.execute(psycopg_statement(sql), params)
+                if params:
+                    cur.execute(psycopg_statement(sql), params)
+                else:  # no parameters to convert: psycopg sends the text as it is
+                    cur.execute(plain_statement(sql))
                 # pgresult, not description: description builds a Column per field.
                 result = cur.pgresult
                 return cur.fetchall() if result is not None and result.nfields else []
@@ -177,6 +180,12 @@ def psycopg_statement(sql: str) -> bytes:
     """The SQL text in psycopg's parameter style (`%(name)s`, a literal % doubled), made once
     per text; bytes, which psycopg sends as they are."""
     return _BIND.sub(r"%(\1)s", sql.replace("%", "%%")).encode()
+
+
+@lru_cache(maxsize=1024)
+def plain_statement(sql: str) -> bytes:
+    """The SQL text of a query without parameters, as bytes, made once per text."""
+    return sql.encode()
 
 
 @lru_cache(maxsize=1024)
