@@ -53,3 +53,12 @@ def test_render_is_generate_latest_byte_for_byte_scrape_after_scrape() -> None:
     for value in (0.0, 1.5, 123456789.0, -2.0, 0.0):  # the caches warm, values change
         page = Page(value)
         assert exposition.render(page) == generate_latest(page)
+
+
+def test_a_family_rendered_again_from_memory_is_generate_latest_byte_for_byte() -> None:
+    """Remembered families are reused only when nothing changed, -0.0 against 0.0 and NaN
+    included."""
+    last: exposition.Remembered = {}
+    for value in (0.0, 0.0, -0.0, -0.0, 0.0, 1.5, 1.5, float("nan"), float("nan"), 1e22, 2.0):
+        page = Page(value)
+        assert exposition.render(page, last) == generate_latest(page)

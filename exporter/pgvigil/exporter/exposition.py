@@ -6,19 +6,27 @@ of a family and the `name{label="value",...} ` head of a series are rendered on 
 reused (bounded caches), leaving a value to format per sample. At fleet scale this is a good
 part of the exporter's own CPU. A family with OpenMetrics-only samples (`_created`, `_gsum`,
 `_gcount`) goes through `generate_latest` itself; tests/unit/test_exposition.py compares both
-on real pages.
+on real pages. A family whose samples did not change since the last scrape (most of a page:
+settings, sizes, counters at rest) is not rendered again at all: its text is reused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from array import array
 from functools import lru_cache
+from operator import itemgetter
+from typing import TypeAlias
 
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
+
+# A page's families as last rendered: (name, type, help) -> (samples, values, text).
+Remembered: TypeAlias = dict[tuple[str, str, str], tuple[list[Sample], bytes, str]]
 
 # OpenMetrics types as the classic text format names them (and the suffix a family gets).
 _TYPES = {
@@ -71,19 +79,39 @@ def _go_float(value: float) -> str:
     return text
 
 
-def render(registry: Collector) -> bytes:
-    """What `generate_latest(registry)` returns."""
+# Families remembered per renderer, at most: beyond that the memory starts over.
+MAX_REMEMBERED_FAMILIES = 4096
+_value = itemgetter(2)  # Sample.value
+
+
+def render(registry: Collector, last: Remembered | None = None) -> bytes:
+    """What `generate_latest(registry)` returns. With `last` (one dict per page, kept by its
+    caller from one scrape to the next), a family whose samples equal those it was last
+    rendered from, values bit for bit (so -0.0 is not 0.0), is written as it was then."""
     out: list[str] = []
     append = out.append
     for family in registry.collect():
         name = family.name
+        samples = family.samples
+        key = values = None
+        if last is not None:
+            key = (name, family.type, family.documentation)
+            try:
+                values = array("d", map(_value, samples)).tobytes()
+            except TypeError:  # not a number: rendered (and failing) as generate_latest would
+                values = None
+            seen = last.get(key)
+            if seen is not None and values is not None and seen[1] == values and seen[0] == samples:
+                append(seen[2])
+                continue
         special = (name + "_created", name + "_gsum", name + "_gcount")
         start = len(out)
         append(_header(name, family.type, family.documentation))
-        for s in family.samples:
+        for s in samples:
             if s.name in special:  # rare: let generate_latest write the whole family
                 del out[start:]
                 append(generate_latest(_One(family)).decode())
+                values = None
                 break
             head = _series_head(s.name, tuple(s.labels.items()))
             if s.timestamp is None:
@@ -91,4 +119,11 @@ def render(registry: Collector) -> bytes:
             else:
                 millis = int(float(s.timestamp) * 1000)
                 append(f"{head}{_go_float(s.value)} {millis:d}\n")
+        if last is not None and key is not None and values is not None:
+            text = "".join(out[start:])
+            del out[start:]
+            append(text)
+            if len(last) >= MAX_REMEMBERED_FAMILIES:
+                last.clear()
+            last[key] = (list(samples), values, text)
     return "".join(out).encode()

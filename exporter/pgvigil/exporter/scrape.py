@@ -258,11 +258,12 @@ def renderer(scrape: Scrape, *extra: RegistryCollector) -> SingleFlight:
     """The single-flight page of one scrape (and of `extra`, the exporter's own stats); call
     it with the scrape's deadline."""
     registry = make_registry(scrape, *extra)
+    last: exposition.Remembered = {}
 
     def render(deadline: float | None) -> bytes:
         if deadline is None:
-            return exposition.render(registry)
+            return exposition.render(registry, last)
         with scrape.deadline(deadline):
-            return exposition.render(registry)
+            return exposition.render(registry, last)
 
     return SingleFlight(render)
