@@ -12,8 +12,8 @@ settings, sizes, counters at rest) is not rendered again at all: its text is reu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from array import array
+from collections.abc import Iterable
 from functools import lru_cache
 from operator import itemgetter
 from typing import TypeAlias

@@ -118,7 +118,7 @@ class CheckpointsCollector(Collector):
         since_17 = self.has_relation("pg_catalog.pg_stat_checkpointer")
         has_wal = self.has_relation("pg_catalog.pg_stat_wal")
         checkpoints_sql = CHECKPOINTS_SINCE_17_SQL if since_17 else CHECKPOINTS_BEFORE_17_SQL
-        optional = (WAL_STATS_SQL, WAL_FILES_SQL, ARCHIVER_SQL) if has_wal else (WAL_FILES_SQL, ARCHIVER_SQL)
+        optional = (*([WAL_STATS_SQL] if has_wal else []), WAL_FILES_SQL, ARCHIVER_SQL)
         # Usually all four answer: one round trip. When one fails they run one by one, each
         # optional part on its own.
         row = self.together(
