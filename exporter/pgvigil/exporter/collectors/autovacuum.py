@@ -26,6 +26,7 @@ exporter connects to; tables with autovacuum disabled are never due.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -82,6 +83,17 @@ FROM tables
 WHERE coalesce(enabled, 'true') NOT IN ('false', 'off', 'no', '0')
 """
 
+# Both in one statement: the phases in progress (no row when none: kind is NULL) beside the
+# one row of DUE_SQL.
+RUNNING_AND_DUE_SQL = f"""
+SELECT r.kind, r.phase, r.vacuums, d.max_workers, d.dead_rows, d.inserts
+FROM ({DUE_SQL}) d LEFT JOIN ({RUNNING_SQL}) r ON true
+"""
+
+# The families each query feeds, as a failure's log line names them.
+RUNNING = "pgvigil_vacuums_running"
+DUE = "pgvigil_autovacuum_max_workers, pgvigil_autovacuum_tables_due"
+
 
 class AutovacuumCollector(Collector):
     name = "autovacuum"
@@ -89,7 +101,15 @@ class AutovacuumCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         running = {(kind, phase): 0.0 for kind in ("autovacuum", "manual") for phase in PHASES}
-        progress = self.optional("pgvigil_vacuums_running", RUNNING_SQL)
+        # Usually both answer: one round trip. When one fails they run one by one, each
+        # dropping only its own families.
+        both = self.together((RUNNING, DUE), RUNNING_AND_DUE_SQL)
+        if both is not None:
+            progress: list[Any] | None = [row for row in both if row.kind is not None]
+            due_rows: list[Any] | None = both[:1]
+        else:
+            progress = self.optional(RUNNING, RUNNING_SQL)
+            due_rows = self.optional(DUE, DUE_SQL)
         for row in progress or []:
             # Without pg_read_all_stats another role's vacuum shows no phase: not counted
             # (doctor says what to grant) rather than a series with an empty phase.
@@ -104,9 +124,6 @@ class AutovacuumCollector(Collector):
             vacuums.add_metric([kind, phase], count)
 
         families: list[Metric] = [] if progress is None else [vacuums]
-        due_rows = self.optional(
-            "pgvigil_autovacuum_max_workers, pgvigil_autovacuum_tables_due", DUE_SQL
-        )
         if not due_rows:
             return families
         (due,) = due_rows

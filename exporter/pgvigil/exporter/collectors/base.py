@@ -78,9 +78,9 @@ class Collector:
             self._optional_failing.discard(families)
         return rows
 
-    def together(self, families: Iterable[str], sql: str, **params: Any) -> Any | None:
-        """The one row of `sql`, a statement that reads several optional one-row queries at
-        once (one round trip instead of one each), or None when it fails, or failed less than
+    def together(self, families: Iterable[str], sql: str, **params: Any) -> list[Any] | None:
+        """The rows of `sql`, a statement that reads several optional queries at once (one
+        round trip instead of one each), or None when it fails, or failed less than
         TOGETHER_RETRY_SECONDS ago: the caller then runs the parts one by one with
         `optional`, so that a part that fails drops only its own families and is logged as
         such. Nothing is logged here. `families` are the parts' names as given to `optional`:
@@ -100,8 +100,7 @@ class Collector:
             if name in self._optional_failing:
                 log.info("%s: %s answer again", self.name, name)
                 self._optional_failing.discard(name)
-        (row,) = rows
-        return row
+        return rows
 
     def has_relation(self, name: str) -> bool:
         """Feature detection by catalog: does this view or table exist on the server?"""

@@ -121,10 +121,11 @@ class CheckpointsCollector(Collector):
         optional = (*([WAL_STATS_SQL] if has_wal else []), WAL_FILES_SQL, ARCHIVER_SQL)
         # Usually all four answer: one round trip. When one fails they run one by one, each
         # optional part on its own.
-        row = self.together(
+        rows = self.together(
             [OPTIONAL[sql] for sql in optional], one_row_of_each(checkpoints_sql, *optional)
         )
-        if row is not None:
+        if rows is not None:
+            (row,) = rows
             cp, wal, files, archiver = row, row if has_wal else None, row, row
         else:
             (cp,) = self.query(checkpoints_sql)
