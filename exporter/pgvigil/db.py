@@ -34,14 +34,15 @@ from typing import Any, cast
 
 import psycopg
 from psycopg.adapt import Loader
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
+from psycopg.pq.abc import PGconn
 from psycopg.rows import RowFactory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
-from pgvigil import redact
+from pgvigil import rawconn, redact
 from pgvigil.config import ConnectionConfig
 
 log = logging.getLogger(__name__)
@@ -364,6 +365,9 @@ class Database:
             weakref.WeakKeyDictionary()
         )
         self._owners_lock = threading.Lock()
+        # The probe's open connection and its thread, by id (rawconn connections are not
+        # psycopg Connections).
+        self._probes: dict[int, tuple[PGconn, int]] = {}
         self._local = threading.local()
         # client_encoding stays the database's own: a SQL_ASCII server would refuse to send
         # bytes that are not valid in any other client encoding.
@@ -374,6 +378,9 @@ class Database:
             "application_name": application_name,
             "options": " ".join(filter(None, [self.params.get("options"), *options])),
         }
+        self._conninfo = make_conninfo(
+            "", **{k: v for k, v in self._connect_kwargs.items() if v is not None}
+        ).encode()
         self.engine: Engine = create_engine(
             "postgresql+psycopg://",
             creator=self.connect,
@@ -469,16 +476,48 @@ class Database:
         return None
 
     def probe(self) -> float:
-        """Seconds to open a new connection and answer `SELECT 1`; raises when unreachable."""
-        start = time.perf_counter()
-        conn = self.connect()
+        """Seconds to open a new connection and answer `SELECT 1`; raises when unreachable.
+
+        On libpq directly (rawconn: a psycopg Connection's set-up was most of its CPU), with
+        the pool's session settings, within the budget (whose wait is not the database's
+        latency, so it is not timed), and interruptible like the pool's connections."""
+        budget = self.budget
+        if budget is not None:
+            at = getattr(_deadline, "at", None)
+            budget.acquire(
+                self.timeouts.connect_seconds if at is None else max(at - time.monotonic(), 0.0)
+            )
+        server_end: list[socket.socket] = []
+
+        def opened(pgconn: PGconn) -> None:
+            problem = unsupported_version(pgconn.server_version)
+            if problem is not None:
+                raise UnsupportedServer(f"{describe(self.params)}: {problem}")
+            with self._owners_lock:
+                self._probes[id(pgconn)] = (pgconn, threading.get_ident())
+
+        def closing(pgconn: PGconn) -> None:
+            with self._owners_lock:
+                self._probes.pop(id(pgconn), None)
+            if budget is not None:
+                try:
+                    server_end.append(socket.socket(fileno=os.dup(pgconn.socket)))
+                except (OSError, psycopg.Error):
+                    pass
+
         try:
-            conn.execute("SELECT 1").fetchone()
-            return time.perf_counter() - start
+            return rawconn.timed_select_1(
+                self._conninfo,
+                self.timeouts.connect_seconds,
+                self.timeouts.statement_seconds,
+                opened,
+                closing,
+            )
         finally:
-            # Closed, not committed (as `with conn` would): SELECT 1 holds nothing, and the
-            # COMMIT was one more round trip per scrape.
-            conn.close()
+            if budget is not None:
+                for end in server_end:  # as a budgeted connection's close() (_releasing)
+                    _wait_for_eof(end)
+                budget.release()
 
     def interrupt_busy(self, owner: int | None = None) -> int:
         """Cancel the queries running on the connections of thread `owner` (every thread's
@@ -487,6 +526,10 @@ class Database:
         the server answers, and other threads' queries go on."""
         with self._owners_lock:
             owners = list(self._owners.items())
+            # A probe waiting for its SELECT 1: its socket shut down, the wait ends at once.
+            probing = [
+                _dup_socket(p) for p, used_by in self._probes.values() if owner in (None, used_by)
+            ]
         busy = [
             c
             for c, used_by in owners
@@ -496,7 +539,14 @@ class Database:
         ]
         for conn in busy:
             interrupt(conn)
-        return len(busy)
+        for sock in filter(None, probing):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            finally:
+                sock.close()
+        return len(busy) + len(probing)
 
     @contextmanager
     def sharing(self) -> Iterator[None]:
@@ -575,6 +625,13 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({describe(self.params)})"
+
+
+def _dup_socket(pgconn: PGconn) -> socket.socket | None:
+    try:
+        return socket.socket(fileno=os.dup(pgconn.socket))
+    except (OSError, psycopg.Error):  # closed meanwhile
+        return None
 
 
 def interrupt(conn: psycopg.Connection[Any]) -> None:
