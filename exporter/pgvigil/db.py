@@ -539,14 +539,10 @@ class Database:
         ]
         for conn in busy:
             interrupt(conn)
-        for sock in filter(None, probing):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            finally:
-                sock.close()
-        return len(busy) + len(probing)
+        woken = [sock for sock in probing if sock is not None]
+        for sock in woken:
+            _shut_down(sock)
+        return len(busy) + len(woken)
 
     @contextmanager
     def sharing(self) -> Iterator[None]:
@@ -627,6 +623,16 @@ class Database:
         return f"Database({describe(self.params)})"
 
 
+def _shut_down(sock: socket.socket) -> None:
+    """Shut a (duplicated) socket down: the thread blocked on it wakes with an error."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 def _dup_socket(pgconn: PGconn) -> socket.socket | None:
     try:
         return socket.socket(fileno=os.dup(pgconn.socket))
@@ -649,11 +655,6 @@ def interrupt(conn: psycopg.Connection[Any]) -> None:
             conn.cancel_safe(timeout=CANCEL_WAIT_SECONDS)
         except Exception as e:  # the server may be unreachable: discarding is enough
             log.debug("cancel request failed: %s", redact.scrub(str(e)))
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        finally:
-            sock.close()
+        _shut_down(sock)
 
     threading.Thread(target=cancel_then_discard, name="interrupt", daemon=True).start()
