@@ -308,10 +308,7 @@ def _releasing(cls: type[psycopg.Connection[Any]]) -> type[psycopg.Connection[An
         def close(self) -> None:
             # The place is given back once the server's end closed: its backend has then left
             # pg_stat_activity, so the server never sees more sessions than the budget.
-            try:
-                server_end = None if self.closed else socket.socket(fileno=os.dup(self.fileno()))
-            except (OSError, psycopg.Error):
-                server_end = None
+            server_end = None if self.closed else _dup_socket(self.pgconn)
             try:
                 super().close()
             finally:
@@ -435,10 +432,7 @@ class Database:
     def _budgeted_connect(
         self, connection_class: type[psycopg.Connection[Any]], budget: ConnectionBudget
     ) -> psycopg.Connection[Any]:
-        at = getattr(_deadline, "at", None)
-        budget.acquire(
-            self.timeouts.connect_seconds if at is None else max(at - time.monotonic(), 0.0)
-        )
+        self._acquire(budget)
         try:
             conn = _releasing(connection_class).connect(**self._connect_kwargs)
         except BaseException:
@@ -447,6 +441,13 @@ class Database:
         # Runs once: at close(), or when a connection nobody closed is collected.
         conn._release = weakref.finalize(conn, budget.release)  # type: ignore[attr-defined]
         return conn
+
+    def _acquire(self, budget: ConnectionBudget) -> None:
+        """A place in the budget, waited for until this thread's connect deadline at most."""
+        at = getattr(_deadline, "at", None)
+        budget.acquire(
+            self.timeouts.connect_seconds if at is None else max(at - time.monotonic(), 0.0)
+        )
 
     def _own(self, conn: psycopg.Connection[Any], owner: int) -> None:
         with self._owners_lock:
@@ -483,10 +484,7 @@ class Database:
         latency, so it is not timed), and interruptible like the pool's connections."""
         budget = self.budget
         if budget is not None:
-            at = getattr(_deadline, "at", None)
-            budget.acquire(
-                self.timeouts.connect_seconds if at is None else max(at - time.monotonic(), 0.0)
-            )
+            self._acquire(budget)
         server_end: list[socket.socket] = []
 
         def opened(pgconn: PGconn) -> None:
@@ -499,11 +497,9 @@ class Database:
         def closing(pgconn: PGconn) -> None:
             with self._owners_lock:
                 self._probes.pop(id(pgconn), None)
-            if budget is not None:
-                try:
-                    server_end.append(socket.socket(fileno=os.dup(pgconn.socket)))
-                except (OSError, psycopg.Error):
-                    pass
+            end = _dup_socket(pgconn) if budget is not None else None
+            if end is not None:
+                server_end.append(end)
 
         try:
             return rawconn.timed_select_1(
@@ -634,6 +630,9 @@ def _shut_down(sock: socket.socket) -> None:
 
 
 def _dup_socket(pgconn: PGconn) -> socket.socket | None:
+    """A duplicate of the connection's socket (None when it is closed): shutting the
+    duplicate down wakes whoever waits on the connection, and a connection closed
+    meanwhile cannot make it hit whatever socket reuses the descriptor number."""
     try:
         return socket.socket(fileno=os.dup(pgconn.socket))
     except (OSError, psycopg.Error):  # closed meanwhile
@@ -645,9 +644,8 @@ def interrupt(conn: psycopg.Connection[Any]) -> None:
     never waits, and the thread blocked on `conn` wakes with an error (the pool then drops the
     connection). The socket is duplicated first, so a connection closed meanwhile cannot make
     the shutdown hit whatever socket reuses its descriptor number."""
-    try:
-        sock = socket.socket(fileno=os.dup(conn.fileno()))
-    except (OSError, psycopg.Error):  # already closed: nothing to interrupt
+    sock = _dup_socket(conn.pgconn)
+    if sock is None:  # already closed: nothing to interrupt
         return
 
     def cancel_then_discard() -> None:

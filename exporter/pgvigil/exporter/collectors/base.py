@@ -73,10 +73,14 @@ class Collector:
                 log.warning("%s: %s skipped: %s", self.name, families, one_line(e))
             self._optional_failing.add(families)
             return None
+        self._answering(families)
+        return rows
+
+    def _answering(self, families: str) -> None:
+        """The optional query feeding `families` answered: logged when it was failing."""
         if families in self._optional_failing:
             log.info("%s: %s answer again", self.name, families)
             self._optional_failing.discard(families)
-        return rows
 
     def together(self, families: Iterable[str], sql: str, **params: Any) -> list[Any] | None:
         """The rows of `sql`, a statement that reads several optional queries at once (one
@@ -97,9 +101,7 @@ class Collector:
             return None
         self._together_failed.pop(sql, None)
         for name in families:
-            if name in self._optional_failing:
-                log.info("%s: %s answer again", self.name, name)
-                self._optional_failing.discard(name)
+            self._answering(name)
         return rows
 
     def has_relation(self, name: str) -> bool:
